@@ -1,0 +1,147 @@
+"""Shared pieces of the benchmarks: subprocess servers, free ports, counting clients.
+
+Benchmarks run the servers as real ``twistd`` processes and drive them from this
+process, so the figures include real sockets and real TLS. Every run is bounded
+in connections and time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from struct import Struct
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.protocol import Protocol
+
+from smbridge.codec import Kind, encode
+
+_U32 = Struct(">I")
+BIN = Path(sys.executable).parent
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A ``twistd -n`` subprocess, with its log kept for a post-mortem."""
+
+    def __init__(self, name: str, args: list[str], work: Path) -> None:
+        self.name = name
+        self.log_path = work / f"{name}.log"
+        self.log = self.log_path.open("wb")
+        cmd = [str(BIN / "twistd"), "-n", "--pidfile=", "-l", "-", *args]
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=work)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+    def cpu_seconds(self) -> float:
+        """User+system CPU time of the process so far (Linux /proc)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def wait_for_port(port: int, deadline_s: float = 30.0) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {deadline_s}s")
+
+
+class Counter(Protocol):
+    """A client that sends a script of frames, waits for their answers, then counts.
+
+    ``script`` is a list of (frame bytes, expected answers) sent one step at a
+    time; once done it fires ``ready``. Afterwards it counts frames received (or,
+    with ``count_frames=False``, only bytes) and, with ``reload``, sends one
+    ``reload`` frame for every frame received to keep a window of requests open.
+    """
+
+    def __init__(self, script: list[bytes], reload: bytes | None = None, window: int = 0,
+                 count_frames: bool = True) -> None:
+        self.script = list(script)
+        self.reload = reload
+        self.window = window
+        self.count_frames = count_frames
+        self.ready: defer.Deferred[Counter] = defer.Deferred()
+        self.frames = 0
+        self.bytes = 0
+        self.errors = 0
+        self.running = False
+        self._buf = b""
+        self._scripted = True
+
+    def connectionMade(self) -> None:
+        self._next_step()
+
+    def _next_step(self) -> None:
+        if self.script:
+            self.transport.write(self.script.pop(0))  # type: ignore[union-attr]
+        else:
+            self._scripted = False
+            self.ready.callback(self)
+
+    def start(self) -> None:
+        self.running = True
+        if self.reload is not None and self.window:
+            self.transport.write(self.reload * self.window)  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        self.running = False
+
+    def dataReceived(self, data: bytes) -> None:
+        self.bytes += len(data)
+        if not self.count_frames and not self._scripted:
+            return
+        buf = self._buf + data if self._buf else data
+        pos, end, count = 0, len(buf), 0
+        unpack = _U32.unpack_from
+        while end - pos >= 14:
+            length = unpack(buf, pos)[0]
+            if pos + 4 + length > end:
+                break
+            if buf[pos + 5] == Kind.ERROR:
+                self.errors += 1
+            pos += 4 + length
+            count += 1
+        self._buf = buf[pos:]
+        if self._scripted:
+            if count:
+                self._next_step()
+            return
+        self.frames += count
+        if self.running and self.reload is not None and count:
+            self.transport.write(self.reload * count)  # type: ignore[union-attr]
+
+
+def request(message: tuple[int, int], body: dict[str, Any], rid: int = 1) -> bytes:
+    return encode(Kind.REQUEST, message[0], message[1], rid, body)
+
+
+def write_results(name: str, results: dict[str, Any]) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    return path

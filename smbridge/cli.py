@@ -1,0 +1,256 @@
+"""The ``smbridge`` console script: one dispatcher, one subcommand per job.
+
+``smbridge client URI --user U ...`` logs on to a bridge, watches queues and prints
+every notification until Ctrl-C or SIGTERM, then logs off (DestroySession) so the
+bridge frees the session at once instead of letting it linger. ``sizing`` and
+``certs`` will join as further subcommands; each registers a ``handler`` that
+takes the parsed arguments and returns nothing (it exits through SystemExit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import react
+
+from smbridge import __version__
+from smbridge.client import BridgeClient, ClientError, connect, parse_bridge_uri
+from smbridge.codec import Frame
+from smbridge.codec.catalog import CREATE_SESSION, GET_DIRECTORY, WATCH_QUEUE
+
+DEMO_CA = Path("smbridge-work/pki/ca.pem")
+PASSWORD_ENV = "SMBRIDGE_PASSWORD"
+LOGOFF_TIMEOUT = 5.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smbridge", description="smbridge command-line tools")
+    parser.add_argument("--version", action="version", version=f"smbridge {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_client(commands)
+    return parser
+
+
+def _add_client(commands: Any) -> None:
+    p = commands.add_parser("client", help="log on to a bridge, watch queues, print notifications")
+    p.add_argument("uri", metavar="URI", help="tls://HOST[:3952] or tcp://HOST[:3952]")
+    p.add_argument("--user", required=True)
+    secret = p.add_mutually_exclusive_group()
+    secret.add_argument("--password", help=f"(prefer --password-file or ${PASSWORD_ENV})")
+    secret.add_argument("--password-file", type=Path, metavar="PATH")
+    p.add_argument("--station")
+    p.add_argument("--watch", action="append", default=[], metavar="queue:NAME", help="repeatable")
+    p.add_argument("--directory", action="append", default=[], metavar="NAME", help="repeatable")
+    p.add_argument(
+        "--ca",
+        type=Path,
+        metavar="PATH",
+        help=f"CA certificate (default {DEMO_CA} if present, else the system's trust)",
+    )
+    p.add_argument(
+        "--hostname", help="name to check in the bridge's certificate (default: URI host)"
+    )
+    p.add_argument("--session-timeout", type=int, metavar="SECONDS")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="connect timeout")
+    p.add_argument("--json", action="store_true", help="print JSON lines")
+    p.set_defaults(handler=_client_command)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.handler(args)
+    except argparse.ArgumentTypeError as e:
+        parser.error(str(e))
+
+
+# --- smbridge client --------------------------------------------------------------
+def _client_command(args: argparse.Namespace) -> None:
+    try:
+        parse_bridge_uri(args.uri)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    args.queues = [queue_name(w) for w in args.watch]
+    args.password = resolve_password(args.password, args.password_file, os.environ)
+    if args.ca is None and DEMO_CA.exists():
+        args.ca = DEMO_CA
+    react(run_client, (args,))
+
+
+def queue_name(watch: str) -> str:
+    """``queue:Sales`` → ``Sales``; anything else is a usage error."""
+    kind, sep, name = watch.partition(":")
+    if not sep or kind != "queue" or not name:
+        raise argparse.ArgumentTypeError(f"--watch {watch!r}: expected queue:NAME")
+    return name
+
+
+def resolve_password(password: str | None, password_file: Path | None, environ: Any) -> str:
+    """--password, else --password-file (first line), else $SMBRIDGE_PASSWORD, else prompt."""
+    if password is not None:
+        return password
+    if password_file is not None:
+        try:
+            lines = password_file.read_text(encoding="utf-8").splitlines()
+        except OSError as e:
+            raise argparse.ArgumentTypeError(
+                f"--password-file: {e.strerror}: {e.filename}"
+            ) from None
+        return lines[0] if lines else ""
+    if environ.get(PASSWORD_ENV) is not None:
+        return str(environ[PASSWORD_ENV])
+    if sys.stdin.isatty():
+        return getpass.getpass("Password: ")
+    raise argparse.ArgumentTypeError(
+        f"no password: use --password-file PATH, ${PASSWORD_ENV} or --password"
+    )
+
+
+class Printer:
+    """Writes what the client sees, one line each, as text or JSON lines."""
+
+    def __init__(self, as_json: bool, out: Any = None) -> None:
+        self.as_json = as_json
+        self.out = out if out is not None else sys.stdout
+
+    def _emit(self, text: str, event: str, message: tuple[int, int], payload: Any) -> None:
+        if self.as_json:
+            record = {
+                "event": event,
+                "objectType": message[0],
+                "eventId": message[1],
+                "payload": payload,
+            }
+            text = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+        print(text, file=self.out, flush=True)
+
+    def logon(self, reply: dict[str, Any]) -> None:
+        shown = {k: v for k, v in reply.items() if k != "resumeToken"}  # a secret
+        server = reply.get("server") or {}
+        text = (
+            f"logged on: session {reply.get('sessionId')} on {server.get('name', '?')}"
+            f" (timeout {reply.get('sessionTimeout')}s,"
+            f" heartbeat {reply.get('heartbeatInterval')}s)"
+        )
+        self._emit(text, "CreateSession", CREATE_SESSION, shown)
+
+    def snapshot(self, snapshot: dict[str, Any]) -> None:
+        count = len(snapshot.get("interactions") or [])
+        self._emit(
+            f"queue {snapshot.get('queue')}: {count} interactions",
+            "WatchQueue",
+            WATCH_QUEUE,
+            snapshot,
+        )
+
+    def directory(self, reply: dict[str, Any]) -> None:
+        count = len(reply.get("entries") or [])
+        self._emit(
+            f"directory {reply.get('name')}: {count} entries", "GetDirectory", GET_DIRECTORY, reply
+        )
+
+    def notification(self, name: str, frame: Frame) -> None:
+        body = frame.parsed()
+        text = f"{name} {json.dumps(body, separators=(',', ':'), ensure_ascii=False)}"
+        self._emit(text, name, (frame.object_type, frame.event_id), body)
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"smbridge: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(1)
+
+
+def _on_signals(reactor: Any, callback: Callable[[str], None]) -> None:
+    # Installed once the reactor runs, over Twisted's own handlers, so SIGINT works
+    # even when the parent started us with SIGINT ignored (background jobs).
+    def handler(signum: int, _frame: object) -> None:
+        reactor.callFromThread(callback, signal.Signals(signum).name)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+
+
+async def run_client(
+    reactor: Any,
+    args: argparse.Namespace,
+    on_signals: Callable[[Any, Callable[[str], None]], None] = _on_signals,
+) -> None:
+    """Connect, log on, watch, print; on SIGINT/SIGTERM log off and return (exit 0).
+
+    ``on_signals(reactor, stop)`` arranges for ``stop(signal_name)`` to be called on
+    SIGINT/SIGTERM; tests pass their own to stop the client without real signals.
+    """
+    printer = Printer(args.json)
+    stop: Deferred[str] = Deferred()
+
+    def request_stop(why: str) -> None:
+        if not stop.called:
+            stop.callback(why)
+
+    reactor.callWhenRunning(on_signals, reactor, request_stop)
+    try:
+        client: BridgeClient = await connect(
+            reactor, args.uri, ca=args.ca, hostname=args.hostname, timeout=args.timeout
+        )
+    except Exception as e:
+        _fail(f"cannot connect to {args.uri}: {e}")
+    if stop.called:  # signalled while connecting
+        await client.close()
+        return
+    client.closed.addCallback(lambda _: request_stop("closed"))
+
+    def on_notification(name: str, frame: Frame) -> None:
+        printer.notification(name, frame)
+        if name == "SessionTerminated":
+            request_stop("terminated")
+
+    def on_stop(why: str) -> str:
+        if why.startswith("SIG"):
+            client.logoff()  # during setup this also fails the pending request
+        return why
+
+    client.add_listener(on_notification)
+    stop.addCallback(on_stop)
+    try:
+        reply = await client.logon(
+            args.user, args.password, station=args.station, session_timeout=args.session_timeout
+        )
+        printer.logon(reply)
+        for queue in args.queues:
+            printer.snapshot(await client.watch_queue(queue))
+        for name in args.directory:
+            printer.directory(await client.get_directory(name))
+    except ClientError as e:
+        if not stop.called or stop.result == "closed":
+            await client.close()
+            _fail(str(e))
+    why = await stop
+    if why.startswith("SIG"):
+        await _logged_off(reactor, client)
+    elif why == "terminated":
+        await client.close()
+        _fail(f"session terminated by the bridge: {client.terminated_reason}")
+    else:
+        _fail("the bridge closed the connection")
+
+
+async def _logged_off(reactor: Any, client: BridgeClient) -> None:
+    done = client.closed.addTimeout(LOGOFF_TIMEOUT, reactor)
+    try:
+        await done
+    except Exception:
+        _fail(f"no answer to DestroySession within {LOGOFF_TIMEOUT}s")
+
+
+if __name__ == "__main__":
+    main()

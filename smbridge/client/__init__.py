@@ -1,0 +1,38 @@
+"""smbridge client library: an IceLib-style Python client for a bridge, on Twisted.
+
+Typical use (see docs/client.md for a runnable example)::
+
+    client = await connect(reactor, "tls://bridge.example.com", ca=Path("ca.pem"))
+    reply = await client.logon("alice", password, station="7001")
+    snapshot = await client.watch_queue("Sales")    # {queue, interactions}
+    client.add_listener(lambda name, frame: print(name, frame.body))
+    ...
+    await client.logoff()                            # DestroySession, then close
+
+Public names:
+
+- :func:`connect` ``(reactor, uri, *, ca=None, hostname=None, timeout=10)`` dials
+  ``tls://HOST[:3952]`` or ``tcp://HOST[:3952]`` and fires with a :class:`BridgeClient`.
+- :class:`BridgeClient`: ``logon``, ``heartbeat``, ``get_version``, ``watch_queue``,
+  ``unwatch_queue``, ``get_directory``, ``request((objectType, eventId), body)``,
+  ``add_listener`` / ``remove_listener`` (``listener(name, frame)``), ``logoff``,
+  ``close``, ``closed``, ``session_id``. After logon it heartbeats on its own.
+- :class:`ClientError` ``(code, message, body)``: an ``error`` frame, or the local
+  codes ``connection-lost``, ``not-connected``, ``connect-timeout``.
+- :class:`BridgeProtocol`: the Twisted protocol underneath, for custom transports.
+- :func:`parse_bridge_uri` and :class:`BridgeAddress`: URI parsing.
+"""
+
+from smbridge.client.protocol import BridgeProtocol, ClientError
+from smbridge.client.session import BridgeClient, connect
+from smbridge.client.uri import DEFAULT_PORTS, BridgeAddress, parse_bridge_uri
+
+__all__ = [
+    "DEFAULT_PORTS",
+    "BridgeAddress",
+    "BridgeClient",
+    "BridgeProtocol",
+    "ClientError",
+    "connect",
+    "parse_bridge_uri",
+]

@@ -1,0 +1,280 @@
+"""The high-level, IceLib-style client: connect, log on, keep the session alive, watch.
+
+``BridgeClient`` wraps one :class:`BridgeProtocol`. After a successful logon it sends
+``Heartbeat`` every ``heartbeatInterval`` seconds (the bridge's answer to
+CreateSession) from a ``LoopingCall`` on the injected clock, because a session that
+hears nothing for its timeout is destroyed by the bridge. Heartbeats stop at logoff,
+at close and when the bridge says ``SessionTerminated``.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import ssl
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from smbridge import __version__, pki
+from smbridge.client.protocol import BridgeProtocol, ClientError
+from smbridge.client.uri import BridgeAddress, parse_bridge_uri
+from smbridge.codec import Frame, name_of
+from smbridge.codec.catalog import (
+    CREATE_SESSION,
+    DESTROY_SESSION,
+    GET_DIRECTORY,
+    GET_VERSION,
+    HEARTBEAT,
+    SESSION_TERMINATED,
+    UNWATCH_QUEUE,
+    WATCH_QUEUE,
+    MessageType,
+)
+
+NotificationListener = Callable[[str, Frame], object]
+
+
+class BridgeClient:
+    """A connection to one bridge and, after :meth:`logon`, one session on it."""
+
+    log = Logger()
+
+    def __init__(
+        self, protocol: BridgeProtocol, clock: IReactorTime, address: BridgeAddress | None = None
+    ) -> None:
+        self.protocol = protocol
+        self.address = address
+        self._clock = clock
+        self._session_id: str | None = None
+        self._resume_token: str | None = None  # kept for ResumeSession; never logged
+        self.heartbeat_interval: float | None = None
+        self.session_timeout: float | None = None
+        self.terminated_reason: str | None = None
+        self._heartbeats: LoopingCall | None = None
+        self._listeners: dict[NotificationListener, Callable[[Frame], None]] = {}
+        protocol.add_listener(self._on_notification)
+        protocol.when_closed().addCallback(lambda _: self._stop_heartbeats())
+
+    # --- session -------------------------------------------------------------------
+    @property
+    def session_id(self) -> str | None:
+        """The current session's id; None before logon, after logoff or termination."""
+        return self._session_id
+
+    @property
+    def closed(self) -> Deferred[Exception]:
+        """A new Deferred that fires with the close reason when the connection ends."""
+        return self.protocol.when_closed()
+
+    def logon(
+        self,
+        user: str,
+        password: str,
+        *,
+        station: str | None = None,
+        session_timeout: float | None = None,
+        min_session_timeout: float | None = None,
+        notify_imminent: bool = True,
+        client_id: str | None = None,
+        client_app: str = "smbridge-client",
+        client_version: str = __version__,
+        host: str | None = None,
+    ) -> Deferred[dict[str, Any]]:
+        """Send CreateSession; fires with the bridge's reply (which holds the resumeToken).
+
+        Fails with ClientError: ``logon-failed`` (do not try other bridges),
+        ``redirect``, ``session-timeout-too-small``… as the bridge answers.
+        """
+        if self._session_id is not None:
+            return fail(RuntimeError(f"already logged on as session {self._session_id}"))
+        body: dict[str, Any] = {
+            "user": user,
+            "password": password,
+            "clientId": client_id if client_id is not None else socket.gethostname(),
+            "clientApp": client_app,
+            "clientVersion": client_version,
+            "notifyImminent": notify_imminent,
+        }
+        if host is None and self.address is not None:
+            host = self.address.host
+        optional = {
+            "station": station,
+            "host": host,
+            "sessionTimeout": session_timeout,
+            "minSessionTimeout": min_session_timeout,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
+        self.log.info("Logging on as {user}", user=user, event="client.logon")
+        return self.request(CREATE_SESSION, body).addCallback(self._logged_on)
+
+    def _logged_on(self, reply: dict[str, Any]) -> dict[str, Any]:
+        self._session_id = str(reply["sessionId"])
+        self._resume_token = reply.get("resumeToken")
+        self.terminated_reason = None
+        timeout = reply.get("sessionTimeout")
+        self.session_timeout = float(timeout) if timeout is not None else None
+        interval = reply.get("heartbeatInterval")
+        if interval is None:  # not sent by this bridge: the documented rule
+            interval = min((self.session_timeout or 1800) / 3, 300)
+        self.heartbeat_interval = max(float(interval), 1.0)
+        self._start_heartbeats(self.heartbeat_interval)
+        self.log.info(
+            "Session {session} open, heartbeat every {interval}s",
+            session=self._session_id,
+            interval=self.heartbeat_interval,
+            event="client.session_open",
+        )
+        return reply
+
+    def heartbeat(self) -> Deferred[dict[str, Any]]:
+        """Send Heartbeat; fires with ``{sessionUpdated, haSwitchover}``."""
+        return self.request(HEARTBEAT, {})
+
+    def logoff(self) -> Deferred[None]:
+        """Send DestroySession (if a session is open), then close the connection.
+
+        Fires once the connection has ended. A failed DestroySession is logged, not
+        raised: the goal is to be gone, and a bridge that cannot answer has already
+        lost the session or will expire it.
+        """
+        self._stop_heartbeats()
+        session, self._session_id = self._session_id, None
+        if session is None or not self.protocol.connected:
+            return self.close()
+        d = self.request(DESTROY_SESSION, {})
+
+        def failed(failure: Any) -> None:
+            failure.trap(ClientError)
+            self.log.warn(
+                "DestroySession failed: {error}",
+                error=str(failure.value),
+                event="client.logoff_failed",
+            )
+
+        d.addCallbacks(lambda _: None, failed)
+        return d.addCallback(lambda _: self.close())
+
+    def close(self) -> Deferred[None]:
+        """Close the connection without logging off (the session lingers on the bridge)."""
+        self._stop_heartbeats()
+        return self.protocol.close().addCallback(lambda _: None)
+
+    # --- requests ------------------------------------------------------------------
+    def request(
+        self, message: MessageType, body: dict[str, Any] | None = None
+    ) -> Deferred[dict[str, Any]]:
+        """Send any request ``(objectType, eventId)``; fires with the response payload."""
+        object_type, event_id = message
+        return self.protocol.request(object_type, event_id, body)
+
+    def get_version(self) -> Deferred[dict[str, Any]]:
+        return self.request(GET_VERSION, {})
+
+    def watch_queue(self, name: str) -> Deferred[dict[str, Any]]:
+        """WatchQueue; fires with the snapshot ``{queue, interactions}``; QueueChanged follows."""
+        return self.request(WATCH_QUEUE, {"queue": name})
+
+    def unwatch_queue(self, name: str) -> Deferred[dict[str, Any]]:
+        return self.request(UNWATCH_QUEUE, {"queue": name})
+
+    def get_directory(self, name: str) -> Deferred[dict[str, Any]]:
+        """GetDirectory; fires with ``{name, entries}``."""
+        return self.request(GET_DIRECTORY, {"name": name})
+
+    # --- notifications -------------------------------------------------------------
+    def add_listener(self, listener: NotificationListener) -> None:
+        """Call ``listener(name, frame)`` for every notification (``frame.body`` is the payload)."""
+
+        def adapter(frame: Frame) -> None:
+            listener(name_of(frame.object_type, frame.event_id), frame)
+
+        self._listeners[listener] = adapter
+        self.protocol.add_listener(adapter)
+
+    def remove_listener(self, listener: NotificationListener) -> None:
+        self.protocol.remove_listener(self._listeners.pop(listener))
+
+    def _on_notification(self, frame: Frame) -> None:
+        if (frame.object_type, frame.event_id) == SESSION_TERMINATED:
+            self.terminated_reason = str(frame.parsed().get("reason", "unknown"))
+            self.log.info(
+                "Session {session} terminated: {reason}",
+                session=self._session_id,
+                reason=self.terminated_reason,
+                event="client.session_terminated",
+            )
+            self._session_id = None
+            self._stop_heartbeats()
+
+    # --- heartbeats ----------------------------------------------------------------
+    def _start_heartbeats(self, interval: float) -> None:
+        self._stop_heartbeats()
+        loop = LoopingCall(self._beat)
+        loop.clock = self._clock
+        loop.start(interval, now=False)
+        self._heartbeats = loop
+
+    def _stop_heartbeats(self) -> None:
+        loop, self._heartbeats = self._heartbeats, None
+        if loop is not None and loop.running:
+            loop.stop()
+
+    def _beat(self) -> None:
+        # Not returned to the LoopingCall: a slow answer must not delay the next beat.
+        def failed(failure: Any) -> None:
+            failure.trap(ClientError)
+            self.log.warn(
+                "Heartbeat failed: {error}",
+                error=str(failure.value),
+                event="client.heartbeat_failed",
+            )
+            if failure.value.code in ("no-session", "connection-lost", "not-connected"):
+                self._stop_heartbeats()
+
+        self.heartbeat().addErrback(failed)
+
+
+def connect(
+    reactor: Any,
+    uri: str | BridgeAddress,
+    *,
+    ca: Path | None = None,
+    hostname: str | None = None,
+    timeout: float = 10,
+) -> Deferred[BridgeClient]:
+    """Dial a bridge URI; fires with a :class:`BridgeClient` once the stream is ready.
+
+    For ``tls://`` the bridge's certificate and name are verified: against ``ca``
+    (a PEM file) when given, else the platform's trust store. ``hostname`` overrides
+    the name checked (by default the URI's host). The Deferred fails with
+    ``ConnectError`` subclasses, or ClientError ``connection-lost`` when TLS fails.
+    """
+    try:
+        address = uri if isinstance(uri, BridgeAddress) else parse_bridge_uri(uri)
+    except ValueError as e:
+        return fail(e)
+    if address.websocket:
+        return fail(NotImplementedError("WebSocket transport arrives with the tunnel"))
+    endpoint: Any = HostnameEndpoint(reactor, address.host, address.port, timeout=timeout)
+    if address.tls:
+        name = hostname or address.host
+        options = pki.client_options(name, ca) if ca is not None else ssl.optionsForClientTLS(name)
+        endpoint = wrapClientTLS(options, endpoint)
+    protocol = BridgeProtocol(tls=address.tls)
+    connecting: Deferred[BridgeProtocol] = connectProtocol(endpoint, protocol)  # type: ignore[no-untyped-call]
+    d = connecting.addCallback(lambda p: p.ready)
+    d.addTimeout(
+        timeout, reactor, onTimeoutCancel=lambda *_: _timed_out(protocol, address, timeout)
+    )
+    return d.addCallback(lambda p: BridgeClient(p, reactor, address))
+
+
+def _timed_out(protocol: BridgeProtocol, address: BridgeAddress, timeout: float) -> None:
+    protocol.close()
+    raise ClientError("connect-timeout", f"no connection to {address} within {timeout}s")

@@ -1,0 +1,74 @@
+"""The bridge's typed, frozen configuration, built once from the command line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from smbridge.codec.frames import DEFAULT_MAX_FRAME
+from smbridge.router.router import BridgeIdentity
+from smbridge.session.negotiate import TimeoutPolicy
+
+NOTIFIER_PORT = 5597
+CLIENT_PORT = 3952
+
+
+@dataclass(frozen=True)
+class NotifierAddress:
+    host: str
+    port: int = NOTIFIER_PORT
+
+    @classmethod
+    def parse(cls, text: str) -> NotifierAddress:
+        """Parse ``HOST``, ``HOST:PORT`` or ``[V6]:PORT``; ValueError says what is wrong."""
+        text = text.strip()
+        if not text:
+            raise ValueError("empty Notifier address")
+        port: str | None = None
+        if text.startswith("["):
+            host, sep, rest = text[1:].partition("]")
+            if not sep or (rest and not rest.startswith(":")):
+                raise ValueError(f"bad IPv6 Notifier address {text!r}: use [ADDR]:PORT")
+            port = rest[1:] or None
+        elif text.count(":") == 1:
+            host, port = text.split(":")
+        else:
+            host = text
+        if not host:
+            raise ValueError(f"no host in Notifier address {text!r}")
+        if port is None:
+            return cls(host)
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bad port {port!r} in Notifier address {text!r}")
+        return cls(host, int(port))
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """PEM files: the listener's identity, ours toward the Notifier, and the CA we trust."""
+
+    cert: Path
+    client_cert: Path
+    ca: Path
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    identity: BridgeIdentity
+    tls: TLSFiles
+    notifiers: tuple[NotifierAddress, ...] = (NotifierAddress("localhost"),)
+    notifier_name: str | None = None  # name the Notifier's certificate must carry
+    port: int = CLIENT_PORT
+    interface: str = ""
+    allow_cleartext: bool = False
+    policy: TimeoutPolicy = field(default_factory=TimeoutPolicy)
+    max_frame: int = DEFAULT_MAX_FRAME
+
+    @property
+    def notifier(self) -> NotifierAddress:
+        """The Notifier this bridge dials (switchover between several comes later)."""
+        return self.notifiers[0]

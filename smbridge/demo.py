@@ -1,0 +1,99 @@
+"""``twistd -n smbridge --demo``: the bridge with an embedded reference Notifier.
+
+On start it makes (once) a private CA and the certificates under
+``<work path>/pki``, starts the Notifier with the demo site on 127.0.0.1, then
+the bridge pointed at it. The ports actually bound are written to
+``<work path>/ports.json`` so scripts and tests can find a demo started on port 0.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet import defer
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
+from twisted.logger import Logger
+
+from smbridge import pki
+from smbridge.config import BridgeConfig, NotifierAddress, TLSFiles
+from smbridge.service import BridgeService
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    bridge: BridgeConfig  # its TLS files and Notifier address are filled in at start
+    work_path: Path
+    notifier_port: int = 5597
+    control_port: int = 8090
+
+
+def demo_tls(work_path: Path) -> TLSFiles:
+    files = pki.SitePKI.in_dir(work_path / "pki")
+    return TLSFiles(cert=files.bridge, client_cert=files.bridge_client, ca=files.ca)
+
+
+class DemoService(MultiService):
+    log = Logger()
+
+    def __init__(self, config: DemoConfig, reactor: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.notifier: Any = None
+        self.bridge: BridgeService | None = None
+        self._ready: defer.Deferred[None] = defer.Deferred()
+
+    def startService(self) -> None:
+        from smbridge.notifier.demo import demo_site
+        from smbridge.notifier.service import NotifierService
+
+        config = self.config
+        files = pki.ensure_site_pki(config.work_path / "pki")
+        self.notifier = NotifierService(
+            demo_site(bridge_fqdn="localhost"),
+            reactor=self.reactor,
+            link_endpoint=SSL4ServerEndpoint(self.reactor, config.notifier_port,
+                                             pki.server_options(files.notifier, files.ca),
+                                             interface="127.0.0.1"),
+            control_endpoint=TCP4ServerEndpoint(self.reactor, config.control_port,
+                                                interface="127.0.0.1"),
+        )
+        self.notifier.setName("notifier")
+        self.notifier.setServiceParent(self)
+        super().startService()
+        self.notifier.when_listening().addCallback(self._start_bridge).addErrback(
+            lambda f: self.log.failure("Demo start-up failed", failure=f, event="demo.failed"))
+
+    def _start_bridge(self, _: object) -> None:
+        link_port = self.notifier.link_port.getHost().port
+        bridge_config = replace(
+            self.config.bridge,
+            tls=demo_tls(self.config.work_path),
+            notifiers=(NotifierAddress("127.0.0.1", link_port),),
+            notifier_name="localhost",
+        )
+        self.bridge = BridgeService(bridge_config, self.reactor)
+        self.bridge.setName("bridge")
+        self.bridge.setServiceParent(self)
+        self.bridge.when_ready().addCallback(self._write_ports).chainDeferred(self._ready)
+
+    def _write_ports(self, _: object) -> None:
+        assert self.bridge is not None
+        ports = {
+            "client": self.bridge.port,
+            "notifier": self.notifier.link_port.getHost().port,
+            "control": self.notifier.control_port.getHost().port,
+        }
+        path = self.config.work_path / "ports.json"
+        path.write_text(json.dumps(ports) + "\n")
+        self.log.info("Demo ready: clients on tls://localhost:{client}, Notifier control API on "
+                      "http://127.0.0.1:{control}/api/state", event="demo.ready", **ports)
+
+    def when_ready(self) -> defer.Deferred[None]:
+        d: defer.Deferred[None] = defer.Deferred()
+        self._ready.addBoth(lambda r: (d.callback(r) if not isinstance(r, Exception) else None, r)[1])
+        return d

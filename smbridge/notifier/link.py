@@ -1,0 +1,195 @@
+"""The Notifier's end of the bridge link: a thin protocol over :class:`Notifier`.
+
+Frames come from one :class:`~smbridge.codec.Decoder` per connection; each
+request is answered with the same (objectType, eventId, requestId), as a
+``response`` or as an ``error`` carrying the ProtocolError payload. The first
+request must be Register. Nothing raised while handling a frame escapes
+``dataReceived``: it is logged and answered ``internal-error``, because one bad
+request must not take down every session riding on the link.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import ITransport
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from smbridge.codec.catalog import (
+    LINK_AUTHENTICATE,
+    LINK_PING,
+    LINK_REGISTER,
+    LINK_SESSION_CLOSED,
+    LINK_SESSION_OPENED,
+    LINK_SUBSCRIBE,
+    LINK_UNSUBSCRIBE,
+    name_of,
+)
+from smbridge.codec.frames import BadFrame, Decoder, Frame, Kind, encode, encode_error
+from smbridge.errors import BadRequest, ProtocolError
+from smbridge.notifier.model import Notifier
+
+LINK_OBJECT_TYPE = 200
+
+
+def _string(body: dict[str, Any], key: str, optional: bool = False) -> Any:
+    value = body.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"{key} must be a string")
+    return value
+
+
+def _sub(body: dict[str, Any]) -> int:
+    sub = body.get("sub")
+    if isinstance(sub, bool) or not isinstance(sub, int):
+        raise BadRequest("sub must be an integer")
+    return sub
+
+
+class NotifierLink(Protocol):
+    """One bridge connection; it is also that bridge's :class:`Subscriber`."""
+
+    log = Logger()
+
+    def __init__(self, notifier: Notifier) -> None:
+        self.notifier = notifier
+        self.decoder = Decoder()
+        self.peer = ""
+
+    def connectionMade(self) -> None:
+        peer = self._transport().getPeer()
+        self.peer = f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}"
+        self.log.info("Link from {peer} opened", peer=self.peer, event="notifier.link.opened")
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.notifier.link_lost(self)
+        self.log.info("Link from {peer} closed", peer=self.peer, event="notifier.link.closed")
+
+    def _transport(self) -> ITransport:
+        assert self.transport is not None, "used before connectionMade"
+        return self.transport
+
+    def _write(self, data: bytes) -> None:
+        self._transport().write(data)
+
+    def send_event(self, sub_id: int, frame: bytes) -> None:
+        self._write(frame)
+
+    def dataReceived(self, data: bytes) -> None:
+        for event in self.decoder.feed(data):
+            if isinstance(event, BadFrame):
+                self.log.warn(
+                    "Bad frame from {peer}: {why}",
+                    peer=self.peer,
+                    why=event.message,
+                    event="notifier.link.bad-frame",
+                )
+                self._write(
+                    encode_error(
+                        LINK_OBJECT_TYPE,
+                        LINK_REGISTER[1],
+                        event.request_id or 0,
+                        "bad-frame",
+                        event.message,
+                    )
+                )
+                self._transport().loseConnection()
+                return
+            try:
+                self._frame(event)
+            except Exception:
+                # Name the message, never the payload: it may hold a password.
+                self.log.failure(
+                    "Handling {name} (request {rid}) from {peer} failed",
+                    name=name_of(event.object_type, event.event_id),
+                    rid=event.request_id,
+                    peer=self.peer,
+                    event="notifier.link.internal-error",
+                )
+                if event.kind == Kind.REQUEST:
+                    self._error(
+                        event, "internal-error", "the Notifier failed to handle the request"
+                    )
+
+    def _frame(self, frame: Frame) -> None:
+        key = (frame.object_type, frame.event_id)
+        if frame.kind == Kind.NOTIFICATION:
+            if key == LINK_SESSION_OPENED:
+                self.notifier.session_opened(self, frame.parsed())
+            elif key == LINK_SESSION_CLOSED:
+                self.notifier.session_closed(self, frame.parsed())
+            else:
+                self.log.debug(
+                    "Ignored notification {name} from {peer}",
+                    name=name_of(*key),
+                    peer=self.peer,
+                    event="notifier.link.ignored",
+                )
+            return
+        if frame.kind != Kind.REQUEST:
+            self.log.warn(
+                "Ignored unexpected {kind} frame {name} from {peer}",
+                kind=Kind(frame.kind).name,
+                name=name_of(*key),
+                peer=self.peer,
+                event="notifier.link.ignored",
+            )
+            return
+        try:
+            answer = self._request(frame)
+        except ProtocolError as e:
+            self._error(frame, **e.payload())
+            return
+        self._write(
+            encode(Kind.RESPONSE, frame.object_type, frame.event_id, frame.request_id, answer)
+        )
+
+    def _request(self, frame: Frame) -> dict[str, Any]:
+        key = (frame.object_type, frame.event_id)
+        body = frame.parsed()
+        registered = self.notifier.is_registered(self)
+        if key == LINK_REGISTER:
+            return self.notifier.register(body, self, peer=self.peer)
+        if not registered:
+            raise ProtocolError(
+                "the first request on a link must be Register", code="not-registered"
+            )
+        if key == LINK_AUTHENTICATE:
+            return self.notifier.authenticate(
+                _string(body, "user"),
+                _string(body, "password"),
+                _string(body, "station", optional=True),
+            )
+        if key == LINK_SUBSCRIBE:
+            return {"snapshot": self.notifier.subscribe(_string(body, "topic"), self, _sub(body))}
+        if key == LINK_UNSUBSCRIBE:
+            self.notifier.unsubscribe(self, _sub(body))
+            return {}
+        if key == LINK_PING:
+            return {}
+        if frame.object_type == LINK_OBJECT_TYPE:
+            raise ProtocolError(f"unknown link request {name_of(*key)}", code="unknown-request")
+        return self.notifier.handle_forwarded(frame.object_type, frame.event_id, body)
+
+    def _error(self, frame: Frame, code: str, message: str, **extra: Any) -> None:
+        self._write(
+            encode_error(
+                frame.object_type, frame.event_id, frame.request_id, code, message, **extra
+            )
+        )
+
+
+class NotifierLinkFactory(Factory):
+    """Builds a :class:`NotifierLink` per accepted bridge connection."""
+
+    noisy = False
+
+    def __init__(self, notifier: Notifier) -> None:
+        self.notifier = notifier
+
+    def buildProtocol(self, addr: Any) -> NotifierLink:
+        return NotifierLink(self.notifier)

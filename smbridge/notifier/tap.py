@@ -1,0 +1,141 @@
+"""``twistd notifier``: the reference Notifier on its own.
+
+    twistd -n notifier --demo
+    twistd -n notifier --site deploy/site.example.yaml --port 5597 \\
+        --cert notifier.pem --ca ca.pem --control tcp:8090:interface=127.0.0.1
+
+Options are checked in ``postOptions`` (the site file is loaded there, so a bad
+file stops twistd with a message naming the field) and frozen into a
+:class:`NotifierConfig`. ``makeService`` does no I/O: the certificates are read,
+or created under the work path, when the link starts listening.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
+from twisted.internet.ssl import CertificateOptions
+from twisted.python import usage
+from zope.interface import implementer
+
+from smbridge import pki
+from smbridge.notifier.demo import demo_site
+from smbridge.notifier.service import NotifierService
+from smbridge.notifier.site import Site, SiteError, load_site
+
+
+@dataclass(frozen=True)
+class NotifierConfig:
+    site: Site
+    port: int
+    interface: str
+    control: str | None  # endpoint string, None when disabled
+    cert: Path | None  # server identity (key + certificate PEM); None: generated PKI
+    ca: Path | None  # CA that signs bridges' client certificates
+    work_path: Path
+
+    def tls_options(self) -> CertificateOptions:
+        """Read the link's TLS options, creating the site PKI first when no --cert was given."""
+        if self.cert is not None and self.ca is not None:
+            return pki.server_options(self.cert, self.ca)
+        site_pki = pki.ensure_site_pki(self.work_path / "pki")
+        return pki.server_options(site_pki.notifier, site_pki.ca)
+
+
+class Options(usage.Options):
+    optFlags = [["demo", None, "Use the built-in demo site (password 'demo' for every user)."]]
+    optParameters = [
+        ["site", None, None, "Site file (YAML, see docs/site-file.md); required unless --demo."],
+        ["port", "p", 5597, "TCP port of the bridge link (TLS with client certificates).", int],
+        ["interface", None, "", "Interface of the bridge link (default: all)."],
+        [
+            "control",
+            None,
+            "tcp:8090:interface=127.0.0.1",
+            "Endpoint of the HTTP control API, or 'none' to disable it.",
+        ],
+        ["cert", None, None, "Server certificate and key (PEM) for the link."],
+        ["ca", None, None, "CA certificate (PEM) that bridges' client certificates must chain to."],
+        [
+            "work-path",
+            None,
+            "smbridge-work",
+            "Working directory; the site PKI is generated under WORK/pki when --cert is not given.",
+        ],
+    ]
+
+    config: NotifierConfig
+
+    def postOptions(self) -> None:
+        if self["demo"] and self["site"]:
+            raise usage.UsageError("give either --site or --demo, not both")
+        if not self["demo"] and not self["site"]:
+            raise usage.UsageError("--site FILE is required (or --demo for the demo site)")
+        if not 0 <= self["port"] <= 65535:
+            raise usage.UsageError(f"--port {self['port']} is not a TCP port")
+        if (self["cert"] is None) != (self["ca"] is None):
+            raise usage.UsageError(
+                "--cert and --ca go together (or give neither to use --work-path)"
+            )
+        for flag in ("cert", "ca"):
+            if self[flag] is not None and not Path(self[flag]).is_file():
+                raise usage.UsageError(f"--{flag} {self[flag]}: no such file")
+        try:
+            site = demo_site() if self["demo"] else load_site(self["site"])
+        except SiteError as e:
+            raise usage.UsageError(str(e)) from e
+        control = self["control"]
+        self.config = NotifierConfig(
+            site=site,
+            port=self["port"],
+            interface=self["interface"],
+            control=None if control.strip().lower() == "none" else control,
+            cert=Path(self["cert"]) if self["cert"] else None,
+            ca=Path(self["ca"]) if self["ca"] else None,
+            work_path=Path(self["work-path"]),
+        )
+
+
+@implementer(IStreamServerEndpoint)
+class LazyTLSServerEndpoint:
+    """A TLS server endpoint whose certificate options are built when it starts listening."""
+
+    def __init__(
+        self, reactor: Any, port: int, interface: str, tls_options: Callable[[], CertificateOptions]
+    ) -> None:
+        self.reactor = reactor
+        self.port = port
+        self.interface = interface
+        self.tls_options = tls_options
+
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
+        try:
+            options = self.tls_options()
+        except Exception:
+            return fail()
+        endpoint = SSL4ServerEndpoint(self.reactor, self.port, options, interface=self.interface)
+        return endpoint.listen(factory)  # type: ignore[no-any-return]
+
+
+def make_notifier_service(config: NotifierConfig, reactor: Any) -> NotifierService:
+    """Build the service from a frozen config; listening starts with ``startService``."""
+    try:
+        control = serverFromString(reactor, config.control) if config.control else None
+    except (ValueError, TypeError) as e:
+        raise usage.UsageError(f"--control {config.control}: {e}") from e
+    link = LazyTLSServerEndpoint(reactor, config.port, config.interface, config.tls_options)
+    return NotifierService(
+        config.site, reactor=reactor, link_endpoint=link, control_endpoint=control
+    )
+
+
+def makeService(options: Options) -> NotifierService:
+    from twisted.internet import reactor
+
+    return make_notifier_service(options.config, reactor)

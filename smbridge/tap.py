@@ -1,0 +1,143 @@
+"""``twistd smbridge``: command-line options and the service they describe."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from smbridge.codec.frames import DEFAULT_MAX_FRAME
+from smbridge.config import CLIENT_PORT, BridgeConfig, NotifierAddress, TLSFiles
+from smbridge.router.router import BridgeIdentity
+from smbridge.session.negotiate import TimeoutPolicy
+
+KINDS = ("on-server", "off-server")
+
+
+def _port(value: str) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} outside 0..65535")
+    return port
+
+
+_port.coerceDoc = "A TCP port, 0..65535."  # type: ignore[attr-defined]
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Run the smbridge Session Manager. With --demo, also run an embedded reference "
+        "Notifier with a demo site (users agent1..agent50, supervisor1; password 'demo')."
+    )
+    optFlags = [
+        ["demo", None, "run with an embedded reference Notifier and a demo site"],
+        ["allow-cleartext", None, "accept clear-text clients on the client port (off: TLS only)"],
+    ]
+    optParameters = [
+        ["port", "p", CLIENT_PORT, "client listener port (TLS and clear text)", _port],
+        ["interface", None, None, "address to bind the client listener (all; 127.0.0.1 with --demo)"],
+        ["name", None, None, "this bridge's node name (default: the short host name)"],
+        ["fqdn", None, None, "the name clients use for this bridge (default: the host's FQDN)"],
+        ["kind", None, "off-server", "on-server or off-server"],
+        ["location", None, "", "this bridge's location"],
+        ["cert", None, None, "PEM file with the listener's certificate and key"],
+        ["client-cert", None, None, "PEM file with the certificate and key toward the Notifier"],
+        ["ca", None, None, "PEM file of the CA that signed the Notifier's certificate"],
+        ["notifier-name", None, None, "the name the Notifier's certificate must carry "
+         "(default: the host given to --notifier)"],
+        ["work-path", None, "./smbridge-work", "state directory (certificates under pki/)"],
+        ["session-timeout", None, 1800, "configured session timeout T, seconds", int],
+        ["session-timeout-floor", None, 60, "smallest session timeout a client may ask, seconds",
+         int],
+        ["max-frame", None, DEFAULT_MAX_FRAME, "largest frame accepted, bytes", int],
+        ["notifier-port", None, 5597, "--demo: the embedded Notifier's link port", _port],
+        ["control-port", None, 8090, "--demo: the embedded Notifier's control API port", _port],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.notifiers: list[NotifierAddress] = []
+        self.config: BridgeConfig | None = None
+
+    def opt_notifier(self, value: str) -> None:
+        """A Notifier HOST[:PORT] (repeatable; default localhost:5597)."""
+        try:
+            self.notifiers.append(NotifierAddress.parse(value))
+        except ValueError as e:
+            raise usage.UsageError(f"--notifier: {e}") from None
+
+    def postOptions(self) -> None:
+        if self["kind"] not in KINDS:
+            raise usage.UsageError(f"--kind must be one of {', '.join(KINDS)}, not {self['kind']!r}")
+        if self["max-frame"] < 1024:
+            raise usage.UsageError("--max-frame must be at least 1024 bytes")
+        try:
+            policy = TimeoutPolicy(self["session-timeout"], self["session-timeout-floor"])
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        work = Path(self["work-path"])
+        demo = bool(self["demo"])
+        if demo and self.notifiers:
+            raise usage.UsageError("--demo runs its own Notifier; leave out --notifier")
+        tls = self._tls_files(work, demo)
+        interface = self["interface"]
+        if interface is None:
+            interface = "127.0.0.1" if demo else ""
+        host = socket.gethostname()
+        identity = BridgeIdentity(
+            name=self["name"] or host.split(".")[0],
+            fqdn=self["fqdn"] or ("localhost" if demo else socket.getfqdn()),
+            kind=self["kind"],
+            location=self["location"],
+            ports={"tls": self["port"], "ws": None, "wss": None},
+        )
+        self.config = BridgeConfig(
+            identity=identity,
+            tls=tls,
+            notifiers=tuple(self.notifiers) or (NotifierAddress("localhost"),),
+            notifier_name=self["notifier-name"],
+            port=self["port"],
+            interface=interface,
+            allow_cleartext=bool(self["allow-cleartext"]),
+            policy=policy,
+            max_frame=self["max-frame"],
+        )
+
+    def _tls_files(self, work: Path, demo: bool) -> TLSFiles:
+        from smbridge.demo import demo_tls
+
+        default = demo_tls(work)
+        if demo:
+            return default
+        files = TLSFiles(
+            cert=Path(self["cert"]) if self["cert"] else default.cert,
+            client_cert=Path(self["client-cert"]) if self["client-cert"] else default.client_cert,
+            ca=Path(self["ca"]) if self["ca"] else default.ca,
+        )
+        for flag, path in (("--cert", files.cert), ("--client-cert", files.client_cert),
+                           ("--ca", files.ca)):
+            if not path.is_file():
+                raise usage.UsageError(f"{flag}: no such file {path} (or run with --demo)")
+        return files
+
+
+def makeService(options: Options) -> IService:
+    from twisted.internet import reactor
+
+    from smbridge.demo import DemoConfig, DemoService
+    from smbridge.service import BridgeService
+
+    config = options.config
+    assert config is not None
+    r: Any = reactor
+    if options["demo"]:
+        return DemoService(
+            DemoConfig(config, Path(options["work-path"]), options["notifier-port"],
+                       options["control-port"]),
+            r,
+        )
+    return BridgeService(config, r)

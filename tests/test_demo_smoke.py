@@ -1,0 +1,89 @@
+"""Smoke test: ``twistd -n smbridge --demo`` as a real subprocess, logged on to with the client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from twisted.internet import defer, reactor, task
+from twisted.trial.unittest import TestCase
+
+from smbridge.client import connect
+
+pytestmark = pytest.mark.integration
+TWISTD = str(Path(sys.executable).parent / "twistd")
+
+
+class DemoSmoke(TestCase):
+    timeout = 90
+
+    def setUp(self):
+        self.work = Path(tempfile.mkdtemp(prefix="smbridge-demo-"))
+        self.log = (self.work / "twistd.log").open("wb")
+        self.proc = subprocess.Popen(
+            [TWISTD, "-n", "--pidfile=", "smbridge", "--demo", "--port", "0", "--notifier-port", "0",
+             "--control-port", "0", "--work-path", str(self.work)],
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=self.work,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.addCleanup(self._kill)
+
+    def _kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+    def _output(self) -> str:
+        return (self.work / "twistd.log").read_text(errors="replace")
+
+    @defer.inlineCallbacks
+    def _wait_for(self, predicate, what: str, deadline: float = 45.0):
+        end = time.monotonic() + deadline
+        while not predicate():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"twistd exited {self.proc.returncode}:\n{self._output()}")
+            if time.monotonic() > end:
+                raise AssertionError(f"no {what} within {deadline}s:\n{self._output()}")
+            yield task.deferLater(reactor, 0.1, lambda: None)
+
+    @defer.inlineCallbacks
+    def test_demo_runs_and_accepts_a_logon(self):
+        """The demo starts, writes its ports, serves a logon and a queue watch, and shuts down cleanly."""
+        ports_file = self.work / "ports.json"
+        yield self._wait_for(ports_file.exists, "ports.json")
+        ports = json.loads(ports_file.read_text())
+        for pem in ("ca.pem", "bridge.pem", "bridge-client.pem", "notifier.pem"):
+            self.assertTrue((self.work / "pki" / pem).exists(), pem)
+        self.assertEqual((self.work / "pki" / "bridge.pem").stat().st_mode & 0o777, 0o600)
+
+        client = yield connect(reactor, f"tls://localhost:{ports['client']}",
+                               ca=self.work / "pki" / "ca.pem")
+        reply = yield client.logon("supervisor1", "demo")
+        self.assertTrue(reply["sessionId"])
+        snapshot = yield client.watch_queue("Support")
+        self.assertEqual(snapshot["queue"], "Support")
+        directory = yield client.get_directory("Company Directory")
+        ids = {entry["id"] for entry in directory["entries"]}
+        self.assertTrue({"agent1", "agent50", "supervisor1"} <= ids)
+
+        terminated = []
+        client.add_listener(lambda name, frame: terminated.append((name, frame.parsed())))
+        self.proc.send_signal(signal.SIGTERM)
+        yield client.closed
+        self.assertIn(("SessionTerminated", {"reason": "shutdown"}), terminated)
+        yield self._wait_for(lambda: self.proc.poll() is not None, "exit")
+        # twistd re-raises SIGTERM after a clean shutdown, so the status is -SIGTERM.
+        self.assertIn(self.proc.returncode, (0, -signal.SIGTERM), self._output())
+        output = self._output()
+        self.assertIn("Server Shut Down.", output)
+        self.assertNotIn(reply["resumeToken"], output)
+        self.assertNotIn('"password"', output)
+        self.assertNotIn("Traceback", output)

@@ -1,0 +1,266 @@
+"""NotifierService on real loopback sockets: the control API over HTTP and the TLS link."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import treq
+from OpenSSL import SSL
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import (
+    SSL4ServerEndpoint,
+    TCP4ClientEndpoint,
+    TCP4ServerEndpoint,
+    connectProtocol,
+    wrapClientTLS,
+)
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+from twisted.web.client import HTTPConnectionPool
+
+from smbridge import pki
+from smbridge.codec.catalog import LINK_AUTHENTICATE, LINK_REGISTER, LINK_SUBSCRIBE, QUEUE_CHANGED
+from smbridge.codec.frames import Decoder, Frame, Kind, encode
+from smbridge.notifier.demo import demo_site
+from smbridge.notifier.service import NotifierService
+
+SITE = demo_site()
+REGISTER = {
+    "name": "bridge1",
+    "fqdn": "localhost",
+    "kind": "on-server",
+    "location": "Indianapolis",
+    "ports": {"tls": 3952, "ws": 8951, "wss": 8952},
+    "accept": "default",
+    "version": "test",
+}
+
+
+class FrameClient(Protocol):
+    """A raw link client: sends requests, hands back answers and notifications as they arrive."""
+
+    def __init__(self) -> None:
+        self.decoder = Decoder()
+        self.answers: dict[int, Deferred[Frame]] = {}
+        self.events: list[Frame] = []
+        self.event_waiters: list[Deferred[Frame]] = []
+        self.lost: Deferred[None] = Deferred()
+        self.reason: Failure | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        for frame in self.decoder.feed(data):
+            assert isinstance(frame, Frame)
+            if frame.kind == Kind.NOTIFICATION:
+                if self.event_waiters:
+                    self.event_waiters.pop(0).callback(frame)
+                else:
+                    self.events.append(frame)
+            else:
+                self.answers.pop(frame.request_id).callback(frame)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.reason = reason
+        self.lost.callback(None)
+
+    def request(self, msg: tuple[int, int], rid: int, body: dict[str, Any]) -> Deferred[Frame]:
+        d: Deferred[Frame] = Deferred()
+        self.answers[rid] = d
+        self.transport.write(encode(Kind.REQUEST, *msg, rid, body))  # type: ignore[union-attr]
+        return d
+
+    def next_event(self) -> Deferred[Frame]:
+        d: Deferred[Frame] = Deferred()
+        if self.events:
+            d.callback(self.events.pop(0))
+        else:
+            self.event_waiters.append(d)
+        return d
+
+
+class ServiceCase(TestCase):
+    """Starts a NotifierService on 127.0.0.1:0 (traffic off) and stops it afterwards."""
+
+    tls = False
+
+    @inlineCallbacks
+    def setUp(self) -> Any:
+        # Not self.mktemp(): under pytest it would write into the working directory.
+        work = Path(tempfile.mkdtemp(prefix="smbridge-notifier-"))
+        self.addCleanup(shutil.rmtree, work, ignore_errors=True)
+        self.pki = pki.ensure_site_pki(work)
+        if self.tls:
+            link = SSL4ServerEndpoint(
+                reactor,
+                0,
+                pki.server_options(self.pki.notifier, self.pki.ca),
+                interface="127.0.0.1",
+            )
+        else:
+            link = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+        self.service = NotifierService(
+            SITE,
+            reactor=reactor,
+            link_endpoint=link,
+            control_endpoint=TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"),
+        )
+        self.service.traffic.rate = 0.0
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        yield self.service.when_listening()
+        self.pool = HTTPConnectionPool(reactor)
+        self.addCleanup(self.pool.closeCachedConnections)
+
+    def url(self, path: str) -> str:
+        assert self.service.control_port is not None
+        return f"http://127.0.0.1:{self.service.control_port.getHost().port}{path}"
+
+    @inlineCallbacks
+    def call(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> Any:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        response = yield treq.request(method, self.url(path), data=data, pool=self.pool)
+        content = yield response.json()
+        return response.code, content
+
+
+class ControlAPITests(ServiceCase):
+    @inlineCallbacks
+    def test_state(self) -> Any:
+        """GET /api/state reports role, cic, site, topics with subscriber counts and traffic."""
+        code, state = yield self.call("GET", "/api/state")
+        self.assertEqual(code, 200)
+        self.assertEqual(
+            (state["role"], state["cic"]["name"], state["site"]), ("primary", "cic1", "demo")
+        )
+        self.assertEqual(state["topics"]["queue:Sales"], {"subscribers": 0, "items": 0})
+        self.assertEqual(state["bridges"], [])
+        self.assertEqual(state["sessions"], [])
+        self.assertEqual(state["traffic"]["callsPerSecond"], 0.0)
+
+    @inlineCallbacks
+    def test_publish_applies_and_counts(self) -> Any:
+        """POST /api/publish applies a QueueChanged and answers how many subscriptions got it."""
+        body = {
+            "objectType": 173,
+            "eventId": 3,
+            "topic": "queue:Billing",
+            "payload": {"added": [{"id": "x1", "state": "Offering"}]},
+        }
+        code, answer = yield self.call("POST", "/api/publish", body)
+        self.assertEqual((code, answer), (200, {"delivered": 0}))
+        self.assertEqual(
+            self.service.notifier.queue_items("Billing"), [{"id": "x1", "state": "Offering"}]
+        )
+
+    @inlineCallbacks
+    def test_traffic_rate(self) -> Any:
+        """POST /api/traffic sets the rate and answers it; a negative rate is a 400."""
+        code, answer = yield self.call("POST", "/api/traffic", {"callsPerSecond": 2.5})
+        self.assertEqual((code, answer), (200, {"callsPerSecond": 2.5}))
+        self.assertEqual(self.service.traffic.rate, 2.5)
+        self.service.traffic.set_rate(0)
+        code, answer = yield self.call("POST", "/api/traffic", {"callsPerSecond": -1})
+        self.assertEqual((code, answer), (400, {"error": "callsPerSecond must be a number >= 0"}))
+
+    @inlineCallbacks
+    def test_errors_are_json(self) -> Any:
+        """Unknown paths, wrong methods, bad JSON and unknown topics give JSON errors and codes."""
+        results = []
+        for method, path, body, raw in [
+            ("GET", "/api/nope", None, None),
+            ("POST", "/api/state", {}, None),
+            ("GET", "/api/publish", None, None),
+            ("POST", "/api/publish", None, b"{not json"),
+            ("POST", "/api/publish", None, b"[1]"),
+            (
+                "POST",
+                "/api/publish",
+                {"objectType": 173, "eventId": 0, "topic": "queue:Sales"},
+                None,
+            ),
+            (
+                "POST",
+                "/api/publish",
+                {"objectType": 173, "eventId": 3, "topic": "queue:Nope"},
+                None,
+            ),
+            (
+                "POST",
+                "/api/publish",
+                {
+                    "objectType": 173,
+                    "eventId": 3,
+                    "topic": "queue:Sales",
+                    "payload": {"removed": "x"},
+                },
+                None,
+            ),
+        ]:
+            code, content = yield self.call(method, path, body, raw)
+            results.append((code, sorted(content)))
+        self.assertEqual([c for c, _ in results], [404, 405, 405, 400, 400, 400, 404, 400])
+        self.assertTrue(all(keys == ["error"] for _, keys in results))
+
+
+class TLSLinkTests(ServiceCase):
+    tls = True
+
+    def connect(self, identity: Path | None) -> Deferred[FrameClient]:
+        assert self.service.link_port is not None
+        port = self.service.link_port.getHost().port
+        endpoint = wrapClientTLS(
+            pki.client_options("localhost", self.pki.ca, identity),
+            TCP4ClientEndpoint(reactor, "127.0.0.1", port),
+        )
+        return connectProtocol(endpoint, FrameClient())
+
+    @inlineCallbacks
+    def test_register_authenticate_subscribe_and_receive(self) -> Any:
+        """A bridge with a client certificate registers, logs on and gets a published event."""
+        client = yield self.connect(self.pki.bridge_client)
+        self.addCleanup(lambda: (client.transport.loseConnection(), client.lost)[1])
+        reg = yield client.request(LINK_REGISTER, 1, REGISTER)
+        self.assertEqual((reg.kind, reg.parsed()["cic"]["name"]), (Kind.RESPONSE, "cic1"))
+        auth = yield client.request(LINK_AUTHENTICATE, 2, {"user": "agent1", "password": "demo"})
+        self.assertEqual(auth.parsed()["user"]["id"], "agent1")
+        sub = yield client.request(LINK_SUBSCRIBE, 3, {"topic": "queue:Sales", "sub": 42})
+        self.assertEqual(sub.parsed(), {"snapshot": {"queue": "Sales", "interactions": []}})
+
+        code, answer = yield self.call(
+            "POST",
+            "/api/publish",
+            {
+                "objectType": 173,
+                "eventId": 3,
+                "topic": "queue:Sales",
+                "payload": {"added": [{"id": "c9", "type": "call", "state": "Offering"}]},
+            },
+        )
+        self.assertEqual((code, answer), (200, {"delivered": 1}))
+        event = yield client.next_event()
+        self.assertEqual(
+            (event.object_type, event.event_id, event.request_id), (*QUEUE_CHANGED, 42)
+        )
+        self.assertEqual(event.parsed()["added"][0]["id"], "c9")
+
+        code, state = yield self.call("GET", "/api/state")
+        self.assertEqual([b["name"] for b in state["bridges"]], ["bridge1"])
+        self.assertTrue(state["bridges"][0]["peer"].startswith("127.0.0.1:"))
+        self.assertEqual(state["topics"]["queue:Sales"]["subscribers"], 1)
+
+    @inlineCallbacks
+    def test_client_without_certificate_is_refused(self) -> Any:
+        """A TLS client without a client certificate is refused by the handshake, unanswered."""
+        client = yield self.connect(None)
+        answered: list[Frame] = []
+        client.request(LINK_REGISTER, 1, REGISTER).addBoth(answered.append)
+        yield client.lost
+        assert client.reason is not None
+        self.assertIsInstance(client.reason.value, SSL.Error)
+        self.assertEqual(answered, [])
+        self.assertEqual(self.service.notifier.bridges, {})
