@@ -79,8 +79,13 @@ class Counter(Protocol):
     ``reload`` frame for every frame received to keep a window of requests open.
     """
 
-    def __init__(self, script: list[bytes], reload: bytes | None = None, window: int = 0,
-                 count_frames: bool = True) -> None:
+    def __init__(
+        self,
+        script: list[bytes],
+        reload: bytes | None = None,
+        window: int = 0,
+        count_frames: bool = True,
+    ) -> None:
         self.script = list(script)
         self.reload = reload
         self.window = window

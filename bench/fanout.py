@@ -55,7 +55,8 @@ def _connect_all(reactor: Any, port: int, make: Any, count: int) -> Any:
     for i in range(count):
         counter = make(i)
         yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
-            Factory.forProtocol(lambda counter=counter: counter))
+            Factory.forProtocol(lambda counter=counter: counter)
+        )
         counters.append(counter)
     yield defer.gatherResults([x.ready for x in counters])
     return counters
@@ -84,13 +85,23 @@ def _window(reactor: Any, counters: list[Counter], seconds: float, procs: list[A
 
 
 @defer.inlineCallbacks
-def through_bridge(reactor: Any, port: int, control: str, clients: int, cps: float,
-                   seconds: float, procs: list[Any], frames_file: Path) -> Any:
+def through_bridge(
+    reactor: Any,
+    port: int,
+    control: str,
+    clients: int,
+    cps: float,
+    seconds: float,
+    procs: list[Any],
+    frames_file: Path,
+) -> Any:
     yield treq.post(f"{control}/api/traffic", json={"callsPerSecond": 0})
 
     def make(i: int) -> Counter:
-        script = [request(c.CREATE_SESSION, {"user": f"agent{i % 50 + 1}", "password": "demo"}),
-                  request(c.WATCH_QUEUE, {"queue": "Sales"}, rid=2)]
+        script = [
+            request(c.CREATE_SESSION, {"user": f"agent{i % 50 + 1}", "password": "demo"}),
+            request(c.WATCH_QUEUE, {"queue": "Sales"}, rid=2),
+        ]
         cls = Capturing if i < SAMPLE else Counter
         return cls(script, count_frames=i < SAMPLE)
 
@@ -111,8 +122,9 @@ def through_bridge(reactor: Any, port: int, control: str, clients: int, cps: flo
 
 @defer.inlineCallbacks
 def reference(reactor: Any, port: int, clients: int, seconds: float, procs: list[Any]) -> Any:
-    counters = yield _connect_all(reactor, port, lambda i: Counter([], count_frames=i < SAMPLE),
-                                  clients)
+    counters = yield _connect_all(
+        reactor, port, lambda i: Counter([], count_frames=i < SAMPLE), clients
+    )
     for counter in counters:
         counter.start()
     result = yield _window(reactor, counters, seconds, procs)

@@ -62,8 +62,11 @@ def main() -> None:
         length = int.from_bytes(data[pos : pos + 4], "big")
         frames.append(data[pos : pos + 4 + length])
         pos += 4 + length
-    reactor.listenTCP(args.port, Fan(frames, args.clients, args.per_turn),  # type: ignore[attr-defined]
-                      interface="127.0.0.1")
+    reactor.listenTCP(
+        args.port,
+        Fan(frames, args.clients, args.per_turn),  # type: ignore[attr-defined]
+        interface="127.0.0.1",
+    )
     print("listening", flush=True)
     reactor.run()  # type: ignore[attr-defined]
 

@@ -21,10 +21,6 @@ from smbridge import pki
 from smbridge.codec import catalog as c
 
 
-def _measure(reactor: Any, counters: list[Counter], seconds: float, procs: list[Any]):
-    return _run_window(reactor, counters, seconds, procs)
-
-
 @defer.inlineCallbacks
 def _run_window(reactor: Any, counters: list[Counter], seconds: float, procs: list[Any]) -> Any:
     for counter in counters:
@@ -39,43 +35,75 @@ def _run_window(reactor: Any, counters: list[Counter], seconds: float, procs: li
         counter.stop()
         counter.transport.loseConnection()
     errors = sum(x.errors for x in counters)
-    return {"rate": (f1 - f0) / (t1 - t0), "errors": errors,
-            "cpu": [round(b - a, 2) for a, b in zip(cpu0, cpu1, strict=True)],
-            "seconds": round(t1 - t0, 2)}
+    return {
+        "rate": (f1 - f0) / (t1 - t0),
+        "errors": errors,
+        "cpu": [round(b - a, 2) for a, b in zip(cpu0, cpu1, strict=True)],
+        "seconds": round(t1 - t0, 2),
+    }
 
 
 @defer.inlineCallbacks
-def through_bridge(reactor: Any, files: pki.SitePKI, port: int, conns: int, window: int,
-                   seconds: float, procs: list[Any]) -> Any:
-    counters = []
-    for i in range(conns):
-        logon = request(c.CREATE_SESSION, {"user": f"agent{i % 50 + 1}", "password": "demo"})
-        counter = Counter([logon], reload=request(c.SET_STATUS, {"status": "Available"}),
-                          window=window)
-        endpoint = wrapClientTLS(pki.client_options("localhost", files.ca),
-                                 TCP4ClientEndpoint(reactor, "127.0.0.1", port))
+def _connect_and_measure(
+    reactor: Any, counters: list[Counter], tls: Any, port: int, seconds: float, procs: list[Any]
+) -> Any:
+    for counter in counters:
+        endpoint = wrapClientTLS(tls, TCP4ClientEndpoint(reactor, "127.0.0.1", port))
         yield endpoint.connect(Factory.forProtocol(lambda counter=counter: counter))
-        counters.append(counter)
     yield defer.gatherResults([x.ready for x in counters])
-    result = yield _measure(reactor, counters, seconds, procs)
+    result = yield _run_window(reactor, counters, seconds, procs)
     return result
 
 
 @defer.inlineCallbacks
-def direct(reactor: Any, files: pki.SitePKI, port: int, conns: int, window: int, seconds: float,
-           procs: list[Any]) -> Any:
+def through_bridge(
+    reactor: Any,
+    files: pki.SitePKI,
+    port: int,
+    conns: int,
+    window: int,
+    seconds: float,
+    procs: list[Any],
+) -> Any:
     counters = []
     for i in range(conns):
-        register = request(c.LINK_REGISTER, {"name": f"bench{i}", "fqdn": "localhost",
-                                              "kind": "off-server", "location": "",
-                                              "ports": {}, "accept": "default"})
-        body = {"status": "Available",
-                "_session": {"id": f"bench-{i}", "user": f"agent{i % 50 + 1}"}}
-        counter = Counter([register], reload=request(c.SET_STATUS, body), window=window)
-        endpoint = wrapClientTLS(pki.client_options("localhost", files.ca, files.bridge_client),
-                                 TCP4ClientEndpoint(reactor, "127.0.0.1", port))
-        yield endpoint.connect(Factory.forProtocol(lambda counter=counter: counter))
-        counters.append(counter)
-    yield defer.gatherResults([x.ready for x in counters])
-    result = yield _measure(reactor, counters, seconds, procs)
+        logon = request(c.CREATE_SESSION, {"user": f"agent{i % 50 + 1}", "password": "demo"})
+        counters.append(
+            Counter([logon], reload=request(c.SET_STATUS, {"status": "Available"}), window=window)
+        )
+    tls = pki.client_options("localhost", files.ca)
+    result = yield _connect_and_measure(reactor, counters, tls, port, seconds, procs)
+    return result
+
+
+@defer.inlineCallbacks
+def direct(
+    reactor: Any,
+    files: pki.SitePKI,
+    port: int,
+    conns: int,
+    window: int,
+    seconds: float,
+    procs: list[Any],
+) -> Any:
+    counters = []
+    for i in range(conns):
+        register = request(
+            c.LINK_REGISTER,
+            {
+                "name": f"bench{i}",
+                "fqdn": "localhost",
+                "kind": "off-server",
+                "location": "",
+                "ports": {},
+                "accept": "default",
+            },
+        )
+        body = {
+            "status": "Available",
+            "_session": {"id": f"bench-{i}", "user": f"agent{i % 50 + 1}"},
+        }
+        counters.append(Counter([register], reload=request(c.SET_STATUS, body), window=window))
+    tls = pki.client_options("localhost", files.ca, files.bridge_client)
+    result = yield _connect_and_measure(reactor, counters, tls, port, seconds, procs)
     return result

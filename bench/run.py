@@ -31,10 +31,24 @@ from bench import fanout, roundtrip  # noqa: E402
 from bench.common import BIN, Server, free_port, wait_for_port, write_results  # noqa: E402
 from smbridge import pki  # noqa: E402
 
-FULL = {"rt_conns": 20, "rt_window": 8, "rt_seconds": 4.0, "rounds": 3,
-        "fan_clients": 1000, "fan_cps": 4000.0, "fan_seconds": 4.0}
-QUICK = {"rt_conns": 4, "rt_window": 2, "rt_seconds": 1.0, "rounds": 1,
-         "fan_clients": 40, "fan_cps": 200.0, "fan_seconds": 1.0}
+FULL = {
+    "rt_conns": 20,
+    "rt_window": 8,
+    "rt_seconds": 4.0,
+    "rounds": 3,
+    "fan_clients": 1000,
+    "fan_cps": 4000.0,
+    "fan_seconds": 4.0,
+}
+QUICK = {
+    "rt_conns": 4,
+    "rt_window": 2,
+    "rt_seconds": 1.0,
+    "rounds": 1,
+    "fan_clients": 40,
+    "fan_cps": 200.0,
+    "fan_seconds": 1.0,
+}
 
 
 @defer.inlineCallbacks
@@ -60,16 +74,48 @@ def main(reactor: Any, args: argparse.Namespace) -> Any:
     files = pki.ensure_site_pki(work / "pki")
     n_port, c_port, b_port = free_port(), free_port(), free_port()
     control = f"http://127.0.0.1:{c_port}"
-    notifier = Server("notifier", ["notifier", "--demo", "--port", str(n_port),
-                                   "--interface", "127.0.0.1",
-                                   "--control", f"tcp:{c_port}:interface=127.0.0.1",
-                                   "--cert", str(files.notifier), "--ca", str(files.ca)], work)
-    bridge = Server("bridge", ["smbridge", "--notifier", f"127.0.0.1:{n_port}",
-                               "--notifier-name", "localhost", "--port", str(b_port),
-                               "--interface", "127.0.0.1", "--allow-cleartext",
-                               "--work-path", str(work)], work)
-    results: dict[str, Any] = {"params": p, "machine": platform.platform(),
-                               "python": platform.python_version(), "started": time.time()}
+    notifier = Server(
+        "notifier",
+        [
+            "notifier",
+            "--demo",
+            "--port",
+            str(n_port),
+            "--interface",
+            "127.0.0.1",
+            "--control",
+            f"tcp:{c_port}:interface=127.0.0.1",
+            "--cert",
+            str(files.notifier),
+            "--ca",
+            str(files.ca),
+        ],
+        work,
+    )
+    bridge = Server(
+        "bridge",
+        [
+            "smbridge",
+            "--notifier",
+            f"127.0.0.1:{n_port}",
+            "--notifier-name",
+            "localhost",
+            "--port",
+            str(b_port),
+            "--interface",
+            "127.0.0.1",
+            "--allow-cleartext",
+            "--work-path",
+            str(work),
+        ],
+        work,
+    )
+    results: dict[str, Any] = {
+        "params": p,
+        "machine": platform.platform(),
+        "python": platform.python_version(),
+        "started": time.time(),
+    }
     try:
         wait_for_port(c_port)
         wait_for_port(b_port)
@@ -77,54 +123,92 @@ def main(reactor: Any, args: argparse.Namespace) -> Any:
         yield treq.post(f"{control}/api/traffic", json={"callsPerSecond": 0})
         via, dire = [], []
         for _ in range(p["rounds"]):
-            r = yield roundtrip.through_bridge(reactor, files, b_port, p["rt_conns"],
-                                               p["rt_window"], p["rt_seconds"], [bridge, notifier])
+            r = yield roundtrip.through_bridge(
+                reactor,
+                files,
+                b_port,
+                p["rt_conns"],
+                p["rt_window"],
+                p["rt_seconds"],
+                [bridge, notifier],
+            )
             via.append(r)
-            r = yield roundtrip.direct(reactor, files, n_port, p["rt_conns"], p["rt_window"],
-                                       p["rt_seconds"], [notifier])
+            r = yield roundtrip.direct(
+                reactor, files, n_port, p["rt_conns"], p["rt_window"], p["rt_seconds"], [notifier]
+            )
             dire.append(r)
         via_rate = statistics.median(r["rate"] for r in via)
         dir_rate = statistics.median(r["rate"] for r in dire)
-        results["roundtrip"] = {"through_bridge": via, "direct": dire,
-                                "through_bridge_rate": round(via_rate),
-                                "direct_rate": round(dir_rate),
-                                "ratio": round(via_rate / dir_rate, 3)}
+        results["roundtrip"] = {
+            "through_bridge": via,
+            "direct": dire,
+            "through_bridge_rate": round(via_rate),
+            "direct_rate": round(dir_rate),
+            "ratio": round(via_rate / dir_rate, 3),
+        }
         frames_file = work / "frames.bin"
-        fan = yield fanout.through_bridge(reactor, b_port, control, p["fan_clients"], p["fan_cps"],
-                                          p["fan_seconds"], [bridge, notifier], frames_file)
+        fan = yield fanout.through_bridge(
+            reactor,
+            b_port,
+            control,
+            p["fan_clients"],
+            p["fan_cps"],
+            p["fan_seconds"],
+            [bridge, notifier],
+            frames_file,
+        )
     finally:
         bridge.stop()
         notifier.stop()
     ref_port = free_port()
-    ref = subprocess.Popen([str(BIN / "python"), str(Path(__file__).parent / "minimal_fanout.py"),
-                            "--port", str(ref_port), "--clients", str(p["fan_clients"]),
-                            "--frames", str(frames_file)], stdout=subprocess.DEVNULL)
+    ref = subprocess.Popen(
+        [
+            str(BIN / "python"),
+            str(Path(__file__).parent / "minimal_fanout.py"),
+            "--port",
+            str(ref_port),
+            "--clients",
+            str(p["fan_clients"]),
+            "--frames",
+            str(frames_file),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     try:
         wait_for_port(ref_port)
         ref_server = Server.__new__(Server)
         ref_server.proc = ref
-        base = yield fanout.reference(reactor, ref_port, p["fan_clients"], p["fan_seconds"],
-                                      [ref_server])
+        base = yield fanout.reference(
+            reactor, ref_port, p["fan_clients"], p["fan_seconds"], [ref_server]
+        )
     finally:
         ref.terminate()
         ref.wait(10)
-    results["fanout"] = {"through_bridge": fan, "minimal_server": base,
-                         "through_bridge_rate": round(fan["rate"]),
-                         "minimal_server_rate": round(base["rate"]),
-                         "ratio": round(fan["rate"] / base["rate"], 3) if base["rate"] else None}
+    results["fanout"] = {
+        "through_bridge": fan,
+        "minimal_server": base,
+        "through_bridge_rate": round(fan["rate"]),
+        "minimal_server_rate": round(base["rate"]),
+        "ratio": round(fan["rate"] / base["rate"], 3) if base["rate"] else None,
+    }
     name = "quick" if args.quick else "latest"
     path = write_results(name, results)
     rt, fo = results["roundtrip"], results["fanout"]
-    print(f"round trips/s: through bridge {rt['through_bridge_rate']}, direct {rt['direct_rate']}, "
-          f"ratio {rt['ratio']}")
-    print(f"fan-out deliveries/s ({p['fan_clients']} watchers): bridge {fo['through_bridge_rate']}, "
-          f"minimal server {fo['minimal_server_rate']}, ratio {fo['ratio']}")
+    print(
+        f"round trips/s: through bridge {rt['through_bridge_rate']}, direct {rt['direct_rate']}, "
+        f"ratio {rt['ratio']}"
+    )
+    print(
+        f"fan-out deliveries/s ({p['fan_clients']} watchers): bridge {fo['through_bridge_rate']}, "
+        f"minimal server {fo['minimal_server_rate']}, ratio {fo['ratio']}"
+    )
     print(f"results: {path}")
     print(json.dumps({"work": str(work)}))
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small, short run")
     task.react(main, [parser.parse_args()])

@@ -56,17 +56,22 @@ class DemoService(MultiService):
         self.notifier = NotifierService(
             demo_site(bridge_fqdn="localhost"),
             reactor=self.reactor,
-            link_endpoint=SSL4ServerEndpoint(self.reactor, config.notifier_port,
-                                             pki.server_options(files.notifier, files.ca),
-                                             interface="127.0.0.1"),
-            control_endpoint=TCP4ServerEndpoint(self.reactor, config.control_port,
-                                                interface="127.0.0.1"),
+            link_endpoint=SSL4ServerEndpoint(
+                self.reactor,
+                config.notifier_port,
+                pki.server_options(files.notifier, files.ca),
+                interface="127.0.0.1",
+            ),
+            control_endpoint=TCP4ServerEndpoint(
+                self.reactor, config.control_port, interface="127.0.0.1"
+            ),
         )
         self.notifier.setName("notifier")
         self.notifier.setServiceParent(self)
         super().startService()
         self.notifier.when_listening().addCallback(self._start_bridge).addErrback(
-            lambda f: self.log.failure("Demo start-up failed", failure=f, event="demo.failed"))
+            lambda f: self.log.failure("Demo start-up failed", failure=f, event="demo.failed")
+        )
 
     def _start_bridge(self, _: object) -> None:
         link_port = self.notifier.link_port.getHost().port
@@ -90,10 +95,16 @@ class DemoService(MultiService):
         }
         path = self.config.work_path / "ports.json"
         path.write_text(json.dumps(ports) + "\n")
-        self.log.info("Demo ready: clients on tls://localhost:{client}, Notifier control API on "
-                      "http://127.0.0.1:{control}/api/state", event="demo.ready", **ports)
+        self.log.info(
+            "Demo ready: clients on tls://localhost:{client}, Notifier control API on "
+            "http://127.0.0.1:{control}/api/state",
+            event="demo.ready",
+            **ports,
+        )
 
     def when_ready(self) -> defer.Deferred[None]:
         d: defer.Deferred[None] = defer.Deferred()
-        self._ready.addBoth(lambda r: (d.callback(r) if not isinstance(r, Exception) else None, r)[1])
+        self._ready.addBoth(
+            lambda r: (d.callback(r) if not isinstance(r, Exception) else None, r)[1]
+        )
         return d

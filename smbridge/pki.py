@@ -35,7 +35,9 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def make_ca(common_name: str = "smbridge private CA", days: int = 3650) -> tuple[Key, x509.Certificate]:
+def make_ca(
+    common_name: str = "smbridge private CA", days: int = 3650
+) -> tuple[Key, x509.Certificate]:
     """Create a self-signed certificate authority."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = _name(common_name)
@@ -175,9 +177,7 @@ def load_private(path: Path) -> ssl.PrivateCertificate:
     return ssl.PrivateCertificate.loadPEM(path.read_bytes())
 
 
-def server_options(
-    identity: Path, client_ca: Path | None = None
-) -> ssl.CertificateOptions:
+def server_options(identity: Path, client_ca: Path | None = None) -> ssl.CertificateOptions:
     """TLS server options; with ``client_ca``, clients must present a certificate it signed."""
     private = load_private(identity)
     if client_ca is None:

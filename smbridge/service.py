@@ -9,16 +9,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import MultiService
 from twisted.internet import defer
-from twisted.internet.endpoints import HostnameEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint
-from twisted.internet.endpoints import wrapClientTLS
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ServerEndpoint,
+    TCP6ServerEndpoint,
+    wrapClientTLS,
+)
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from smbridge import pki
 from smbridge.config import BridgeConfig
+from smbridge.listening import ListenerService
 from smbridge.router.router import Router
 from smbridge.session.registry import SessionRegistry
 from smbridge.session.session import EndReason
@@ -26,48 +31,6 @@ from smbridge.transports.batch import WriteBatcher
 from smbridge.transports.connection import ClientConnectionFactory
 from smbridge.transports.listener import SniffingFactory
 from smbridge.upstream.connector import UpstreamConnector
-
-
-class ListenerService(Service):
-    """Listens on an endpoint while running; ``port`` is the bound IListeningPort."""
-
-    log = Logger()
-
-    def __init__(self, label: str, endpoint: IStreamServerEndpoint, factory: Factory) -> None:
-        self.label = label
-        self.endpoint = endpoint
-        self.factory = factory
-        self.port: IListeningPort | None = None
-        self._listening: defer.Deferred[IListeningPort] = defer.Deferred()
-
-    def startService(self) -> None:
-        super().startService()
-        d = self.endpoint.listen(self.factory)
-        failures: list[Any] = []
-        d.addCallbacks(self._bound, failures.append)
-        if failures:  # binding is synchronous for TCP: fail twistd's start-up loudly
-            failures[0].raiseException()
-
-    def _bound(self, port: IListeningPort) -> IListeningPort:
-        self.port = port
-        host = port.getHost()
-        self.log.info("{label} listening on {host}:{port}", label=self.label,
-                      host=getattr(host, "host", host), port=getattr(host, "port", ""),
-                      event="listener.listening")
-        self._listening.callback(port)
-        return port
-
-    def when_listening(self) -> defer.Deferred[IListeningPort]:
-        if self.port is not None:
-            return defer.succeed(self.port)
-        d: defer.Deferred[IListeningPort] = defer.Deferred()
-        self._listening.addCallback(lambda p: (d.callback(p), p)[1])
-        return d
-
-    def stopService(self) -> defer.Deferred[None] | None:
-        super().stopService()
-        port, self.port = self.port, None
-        return port.stopListening() if port is not None else None  # type: ignore[return-value]
 
 
 def server_endpoint(reactor: Any, port: int, interface: str) -> IStreamServerEndpoint:
@@ -106,8 +69,7 @@ class BridgeService(MultiService):
         options = pki.server_options(self.config.tls.cert)
         sniff = SniffingFactory(self.connections, options, self.config.allow_cleartext)
         endpoint = server_endpoint(self.reactor, self.config.port, self.config.interface)
-        self.listener = ListenerService("Client listener", endpoint, sniff)
-        self.listener.setName("client-listener")
+        self.listener = ListenerService("client-listener", endpoint, sniff, track=False)
         self.listener.setServiceParent(self)
         super().startService()
 
@@ -126,8 +88,11 @@ class BridgeService(MultiService):
     def stopService(self) -> defer.Deferred[None]:
         """Tell every client (SessionTerminated "shutdown"), then stop listening and the link."""
         if self.registry:
-            self.log.info("Shutting down: ending {count} session(s)", count=len(self.registry),
-                          event="bridge.shutdown")
+            self.log.info(
+                "Shutting down: ending {count} session(s)",
+                count=len(self.registry),
+                event="bridge.shutdown",
+            )
         self.registry.end_all(EndReason.SHUTDOWN)
         closed = self.connections.close_all(self.reactor)
         stopped = defer.maybeDeferred(super().stopService)
@@ -146,10 +111,14 @@ class _LazyTLSEndpoint:
         if self._endpoint is None:
             address = self._config.notifier
             try:
-                options = pki.client_options(self._config.notifier_name or address.host,
-                                             self._config.tls.ca, self._config.tls.client_cert)
+                options = pki.client_options(
+                    self._config.notifier_name or address.host,
+                    self._config.tls.ca,
+                    self._config.tls.client_cert,
+                )
             except Exception as e:
                 return defer.fail(e)
             self._endpoint = wrapClientTLS(
-                options, HostnameEndpoint(self._reactor, address.host, address.port, timeout=10))
+                options, HostnameEndpoint(self._reactor, address.host, address.port, timeout=10)
+            )
         return self._endpoint.connect(factory)  # type: ignore[no-any-return]

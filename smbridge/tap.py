@@ -39,7 +39,12 @@ class Options(usage.Options):
     ]
     optParameters = [
         ["port", "p", CLIENT_PORT, "client listener port (TLS and clear text)", _port],
-        ["interface", None, None, "address to bind the client listener (all; 127.0.0.1 with --demo)"],
+        [
+            "interface",
+            None,
+            None,
+            "address to bind the client listener (all; 127.0.0.1 with --demo)",
+        ],
         ["name", None, None, "this bridge's node name (default: the short host name)"],
         ["fqdn", None, None, "the name clients use for this bridge (default: the host's FQDN)"],
         ["kind", None, "off-server", "on-server or off-server"],
@@ -47,12 +52,22 @@ class Options(usage.Options):
         ["cert", None, None, "PEM file with the listener's certificate and key"],
         ["client-cert", None, None, "PEM file with the certificate and key toward the Notifier"],
         ["ca", None, None, "PEM file of the CA that signed the Notifier's certificate"],
-        ["notifier-name", None, None, "the name the Notifier's certificate must carry "
-         "(default: the host given to --notifier)"],
+        [
+            "notifier-name",
+            None,
+            None,
+            "the name the Notifier's certificate must carry "
+            "(default: the host given to --notifier)",
+        ],
         ["work-path", None, "./smbridge-work", "state directory (certificates under pki/)"],
         ["session-timeout", None, 1800, "configured session timeout T, seconds", int],
-        ["session-timeout-floor", None, 60, "smallest session timeout a client may ask, seconds",
-         int],
+        [
+            "session-timeout-floor",
+            None,
+            60,
+            "smallest session timeout a client may ask, seconds",
+            int,
+        ],
         ["max-frame", None, DEFAULT_MAX_FRAME, "largest frame accepted, bytes", int],
         ["notifier-port", None, 5597, "--demo: the embedded Notifier's link port", _port],
         ["control-port", None, 8090, "--demo: the embedded Notifier's control API port", _port],
@@ -72,7 +87,9 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         if self["kind"] not in KINDS:
-            raise usage.UsageError(f"--kind must be one of {', '.join(KINDS)}, not {self['kind']!r}")
+            raise usage.UsageError(
+                f"--kind must be one of {', '.join(KINDS)}, not {self['kind']!r}"
+            )
         if self["max-frame"] < 1024:
             raise usage.UsageError("--max-frame must be at least 1024 bytes")
         try:
@@ -89,7 +106,8 @@ class Options(usage.Options):
             interface = "127.0.0.1" if demo else ""
         host = socket.gethostname()
         identity = BridgeIdentity(
-            name=self["name"] or host.split(".")[0],
+            # The demo site's roster lists this bridge as "bridge1".
+            name=self["name"] or ("bridge1" if demo else host.split(".")[0]),
             fqdn=self["fqdn"] or ("localhost" if demo else socket.getfqdn()),
             kind=self["kind"],
             location=self["location"],
@@ -118,8 +136,11 @@ class Options(usage.Options):
             client_cert=Path(self["client-cert"]) if self["client-cert"] else default.client_cert,
             ca=Path(self["ca"]) if self["ca"] else default.ca,
         )
-        for flag, path in (("--cert", files.cert), ("--client-cert", files.client_cert),
-                           ("--ca", files.ca)):
+        for flag, path in (
+            ("--cert", files.cert),
+            ("--client-cert", files.client_cert),
+            ("--ca", files.ca),
+        ):
             if not path.is_file():
                 raise usage.UsageError(f"{flag}: no such file {path} (or run with --demo)")
         return files
@@ -136,8 +157,12 @@ def makeService(options: Options) -> IService:
     r: Any = reactor
     if options["demo"]:
         return DemoService(
-            DemoConfig(config, Path(options["work-path"]), options["notifier-port"],
-                       options["control-port"]),
+            DemoConfig(
+                config,
+                Path(options["work-path"]),
+                options["notifier-port"],
+                options["control-port"],
+            ),
             r,
         )
     return BridgeService(config, r)

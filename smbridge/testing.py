@@ -6,6 +6,17 @@ from typing import Any
 
 from smbridge.codec import BadFrame, Decoder, Frame
 
+# What a bridge sends in Register, for tests that play the bridge's part.
+SAMPLE_REGISTRATION: dict[str, Any] = {
+    "name": "bridge1",
+    "fqdn": "localhost",
+    "kind": "on-server",
+    "location": "Indianapolis",
+    "ports": {"tls": 3952, "ws": 8951, "wss": 8952},
+    "accept": "default",
+    "version": "test",
+}
+
 
 def decode_all(data: bytes) -> list[Frame]:
     """Decode a byte string that must hold only whole, valid frames."""
@@ -69,8 +80,9 @@ class RunningSite:
         return int(self.notifier.link_port.getHost().port)
 
     def stop(self) -> defer.Deferred[Any]:
-        return defer.gatherResults([defer.maybeDeferred(s.stopService)
-                                    for s in reversed(self.services)])
+        return defer.gatherResults(
+            [defer.maybeDeferred(s.stopService) for s in reversed(self.services)]
+        )
 
 
 @defer.inlineCallbacks
@@ -97,16 +109,18 @@ def start_site(
     notifier = NotifierService(
         site if site is not None else demo_site(),
         reactor=reactor,
-        link_endpoint=SSL4ServerEndpoint(reactor, 0, pki.server_options(files.notifier, files.ca),
-                                         interface="127.0.0.1"),
+        link_endpoint=SSL4ServerEndpoint(
+            reactor, 0, pki.server_options(files.notifier, files.ca), interface="127.0.0.1"
+        ),
         control_endpoint=TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"),
     )
     notifier.startService()
     running = RunningSite(files, notifier, None, [notifier])
     yield notifier.when_listening()
     config = BridgeConfig(
-        identity=BridgeIdentity("sm1", "localhost", location="Indianapolis",
-                                ports={"tls": 0, "ws": None, "wss": None}),
+        identity=BridgeIdentity(
+            "sm1", "localhost", location="Indianapolis", ports={"tls": 0, "ws": None, "wss": None}
+        ),
         tls=TLSFiles(files.bridge, files.bridge_client, files.ca),
         notifiers=(NotifierAddress("127.0.0.1", running.link_port),),
         notifier_name="localhost",

@@ -75,7 +75,11 @@ class TopicState:
         removed: list[Any] = (),  # type: ignore[assignment]
     ) -> dict[str, Any]:
         """Apply a change made here and return its event payload."""
-        event = {self.key: self.name, "added": list(added), "changed": list(changed),
-                 "removed": list(removed)}
+        event = {
+            self.key: self.name,
+            "added": list(added),
+            "changed": list(changed),
+            "removed": list(removed),
+        }
         self.apply(event)
         return event

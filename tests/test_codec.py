@@ -8,13 +8,24 @@ import struct
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smbridge.codec import BadFrame, Decoder, Frame, Kind, encode, encode_error, name_of, priority_of
+from smbridge.codec import (
+    BadFrame,
+    Decoder,
+    Frame,
+    Kind,
+    encode,
+    encode_error,
+    name_of,
+    priority_of,
+)
 from smbridge.codec.catalog import CATALOG, Priority
 from smbridge.codec.frames import HEADER, encode_raw, parse_payload, with_request_id
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 bodies = st.dictionaries(st.text(max_size=10), json_values, max_size=5)
@@ -120,8 +131,12 @@ def test_payload_not_utf8():
 
 def test_payload_not_json_or_not_object():
     """Payloads that are not JSON, or JSON but not an object, are bad frames."""
-    for payload, words in ((b"{nope", "not JSON"), (b"[1,2]", "list"), (b'"x"', "str"),
-                           (b"{} {}", "after")):
+    for payload, words in (
+        (b"{nope", "not JSON"),
+        (b"[1,2]", "list"),
+        (b'"x"', "str"),
+        (b"{} {}", "after"),
+    ):
         assert words in _bad(_header(10 + len(payload)) + payload).message
 
 
@@ -151,8 +166,11 @@ def test_error_frame_and_request_id_rewrite():
     wire = encode_error(168, 1, 42, "logon-failed", "wrong password", reason="bad-credentials")
     (frame,) = Decoder().feed(with_request_id(wire, 7))
     assert frame.kind == Kind.ERROR and frame.request_id == 7
-    assert frame.parsed() == {"code": "logon-failed", "message": "wrong password",
-                              "reason": "bad-credentials"}
+    assert frame.parsed() == {
+        "code": "logon-failed",
+        "message": "wrong password",
+        "reason": "bad-credentials",
+    }
     assert encode_raw(2, 1, 1, 1, b"{}")[14:] == b"{}"
 
 

@@ -28,9 +28,24 @@ class DemoSmoke(TestCase):
         self.work = Path(tempfile.mkdtemp(prefix="smbridge-demo-"))
         self.log = (self.work / "twistd.log").open("wb")
         self.proc = subprocess.Popen(
-            [TWISTD, "-n", "--pidfile=", "smbridge", "--demo", "--port", "0", "--notifier-port", "0",
-             "--control-port", "0", "--work-path", str(self.work)],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=self.work,
+            [
+                TWISTD,
+                "-n",
+                "--pidfile=",
+                "smbridge",
+                "--demo",
+                "--port",
+                "0",
+                "--notifier-port",
+                "0",
+                "--control-port",
+                "0",
+                "--work-path",
+                str(self.work),
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=self.work,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self.addCleanup(self._kill)
@@ -56,7 +71,7 @@ class DemoSmoke(TestCase):
 
     @defer.inlineCallbacks
     def test_demo_runs_and_accepts_a_logon(self):
-        """The demo starts, writes its ports, serves a logon and a queue watch, and shuts down cleanly."""
+        """The demo starts, writes its ports, serves logon and watches, and shuts down cleanly."""
         ports_file = self.work / "ports.json"
         yield self._wait_for(ports_file.exists, "ports.json")
         ports = json.loads(ports_file.read_text())
@@ -64,8 +79,9 @@ class DemoSmoke(TestCase):
             self.assertTrue((self.work / "pki" / pem).exists(), pem)
         self.assertEqual((self.work / "pki" / "bridge.pem").stat().st_mode & 0o777, 0o600)
 
-        client = yield connect(reactor, f"tls://localhost:{ports['client']}",
-                               ca=self.work / "pki" / "ca.pem")
+        client = yield connect(
+            reactor, f"tls://localhost:{ports['client']}", ca=self.work / "pki" / "ca.pem"
+        )
         reply = yield client.logon("supervisor1", "demo")
         self.assertTrue(reply["sessionId"])
         snapshot = yield client.watch_queue("Support")

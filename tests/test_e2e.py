@@ -36,8 +36,9 @@ class EndToEnd(TestCase):
         self.site = yield start_site(reactor, Path(tempfile.mkdtemp(prefix="smbridge-e2e-")))
         self.addCleanup(self.site.stop)
         # Quiet queues: the test publishes its own events.
-        yield http_json(reactor, "POST", f"{self.site.control_url}/api/traffic",
-                        {"callsPerSecond": 0})
+        yield http_json(
+            reactor, "POST", f"{self.site.control_url}/api/traffic", {"callsPerSecond": 0}
+        )
 
     def _connect(self):
         return connect(reactor, f"tls://localhost:{self.site.client_port}", ca=self.site.pki.ca)
@@ -62,7 +63,7 @@ class EndToEnd(TestCase):
 
     @defer.inlineCallbacks
     def test_logon_watch_event_logoff(self):
-        """Log on, watch Sales, receive a published QueueChanged, log off; the Notifier saw one subscription."""
+        """Log on twice, watch Sales, get a published QueueChanged, log off; one upstream sub."""
         first = yield self._connect()
         second = yield self._connect()
         reply = yield first.logon("agent1", "demo", session_timeout=600)
@@ -78,13 +79,29 @@ class EndToEnd(TestCase):
         self.assertEqual(snap1, snap2)
         self.assertEqual(snap1["queue"], "Sales")
         state = yield self._state()
-        self.assertEqual(state["topics"]["queue:Sales"]["subscribers"], 1)  # one upstream subscription
+        self.assertEqual(
+            state["topics"]["queue:Sales"]["subscribers"], 1
+        )  # one upstream subscription
 
-        call = {"id": "e2e-call-1", "type": "call", "state": "Offering", "from": "+1 317 555 0100",
-                "workgroup": "Sales", "arrived": 0}
-        code, published = yield http_json(reactor, "POST", f"{self.site.control_url}/api/publish", {
-            "objectType": 173, "eventId": 3, "topic": "queue:Sales",
-            "payload": {"queue": "Sales", "added": [call], "changed": [], "removed": []}})
+        call = {
+            "id": "e2e-call-1",
+            "type": "call",
+            "state": "Offering",
+            "from": "+1 317 555 0100",
+            "workgroup": "Sales",
+            "arrived": 0,
+        }
+        code, published = yield http_json(
+            reactor,
+            "POST",
+            f"{self.site.control_url}/api/publish",
+            {
+                "objectType": 173,
+                "eventId": 3,
+                "topic": "queue:Sales",
+                "payload": {"queue": "Sales", "added": [call], "changed": [], "removed": []},
+            },
+        )
         self.assertEqual(code, 200)
         self.assertEqual(published["delivered"], 1)  # to the bridge, once
         yield poll(lambda: events["first"] and events["second"])
@@ -102,7 +119,8 @@ class EndToEnd(TestCase):
         yield second.logoff()
         yield poll(lambda: len(self.site.bridge.registry) == 0)
         yield self._poll_state(
-            lambda s: s["topics"].get("queue:Sales", {}).get("subscribers", 0) == 0)
+            lambda s: s["topics"].get("queue:Sales", {}).get("subscribers", 0) == 0
+        )
 
     @defer.inlineCallbacks
     def test_wrong_password_is_refused(self):
@@ -119,7 +137,7 @@ class EndToEnd(TestCase):
 
     @defer.inlineCallbacks
     def test_notifier_down_answers_upstream_unavailable(self):
-        """With the Notifier gone, requests are answered upstream-unavailable, never left hanging."""
+        """With the Notifier gone, requests get upstream-unavailable, never silence."""
         client = yield self._connect()
         yield client.logon("agent3", "demo")
         yield self.site.notifier.stopService()

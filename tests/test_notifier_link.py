@@ -25,17 +25,10 @@ from smbridge.codec.frames import Decoder, Frame, Kind, encode
 from smbridge.notifier.demo import demo_site
 from smbridge.notifier.link import NotifierLink, NotifierLinkFactory
 from smbridge.notifier.model import Notifier
+from smbridge.testing import SAMPLE_REGISTRATION
 
 SITE = demo_site()
-REGISTER = {
-    "name": "bridge1",
-    "fqdn": "localhost",
-    "kind": "on-server",
-    "location": "Indianapolis",
-    "ports": {"tls": 3952, "ws": 8951, "wss": 8952},
-    "accept": "default",
-    "version": "0.1",
-}
+REGISTER = SAMPLE_REGISTRATION
 
 
 class Harness:

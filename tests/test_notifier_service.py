@@ -29,17 +29,10 @@ from smbridge.codec.catalog import LINK_AUTHENTICATE, LINK_REGISTER, LINK_SUBSCR
 from smbridge.codec.frames import Decoder, Frame, Kind, encode
 from smbridge.notifier.demo import demo_site
 from smbridge.notifier.service import NotifierService
+from smbridge.testing import SAMPLE_REGISTRATION
 
 SITE = demo_site()
-REGISTER = {
-    "name": "bridge1",
-    "fqdn": "localhost",
-    "kind": "on-server",
-    "location": "Indianapolis",
-    "ports": {"tls": 3952, "ws": 8951, "wss": 8952},
-    "accept": "default",
-    "version": "test",
-}
+REGISTER = SAMPLE_REGISTRATION
 
 
 class FrameClient(Protocol):

@@ -32,7 +32,9 @@ class ScriptedNotifier:
         return decode_all(data)
 
     def answer(self, frame: Frame, body: dict[str, Any], kind: Kind = Kind.RESPONSE) -> None:
-        self.link.dataReceived(encode(kind, frame.object_type, frame.event_id, frame.request_id, body))
+        self.link.dataReceived(
+            encode(kind, frame.object_type, frame.event_id, frame.request_id, body)
+        )
 
     def event(self, message, sub: int, body: dict[str, Any]) -> None:
         self.link.dataReceived(encode(Kind.NOTIFICATION, *message, sub, body))
@@ -43,15 +45,27 @@ class Harness:
         self.clock = Clock()
         self.batcher = WriteBatcher(self.clock)
         self.registry = SessionRegistry(self.clock, "sm1", TimeoutPolicy(1800, 60))
-        self.connector = UpstreamConnector(self.clock, None, {"name": "sm1"}, self.batcher,  # type: ignore[arg-type]
-                                           "test", 1 << 20)
+        self.connector = UpstreamConnector(
+            self.clock,
+            None,
+            {"name": "sm1"},
+            self.batcher,  # type: ignore[arg-type]
+            "test",
+            1 << 20,
+        )
         self.router = Router(self.registry, self.connector, BridgeIdentity("sm1", "sm1.example"))
         self.connector.state = LinkState.CONNECTING
         self.notifier = self.connect_link()
         (register,) = self.notifier.take()
         assert (register.object_type, register.event_id) == c.LINK_REGISTER
-        self.notifier.answer(register, {"cic": {"name": "cic1", "role": "primary"},
-                                        "parameters": {}, "roster": [{"name": "sm1"}]})
+        self.notifier.answer(
+            register,
+            {
+                "cic": {"name": "cic1", "role": "primary"},
+                "parameters": {},
+                "roster": [{"name": "sm1"}],
+            },
+        )
         assert self.connector.state is LinkState.UP
 
     def connect_link(self) -> ScriptedNotifier:
@@ -85,8 +99,14 @@ class Harness:
         conn, transport = self.client()
         self.send(conn, c.CREATE_SESSION, 1, {"user": user, "password": "demo"})
         (auth,) = self.upstream()
-        self.notifier.answer(auth, {"user": {"id": user, "displayName": user.title()},
-                                    "station": None, "location": "Indianapolis"})
+        self.notifier.answer(
+            auth,
+            {
+                "user": {"id": user, "displayName": user.title()},
+                "station": None,
+                "location": "Indianapolis",
+            },
+        )
         replies = self.received(transport)
         self.upstream()  # SessionOpened
         return conn, transport, replies[0].parsed()
@@ -112,13 +132,20 @@ def test_create_session_authenticates_upstream_and_replies():
     (auth,) = h.upstream()
     assert (auth.object_type, auth.event_id) == c.LINK_AUTHENTICATE
     assert auth.parsed() == {"user": "agent1", "password": "demo", "station": None}
-    h.notifier.answer(auth, {"user": {"id": "agent1", "displayName": "Agent 1", "extension": "1001"},
-                             "location": "London"})
+    h.notifier.answer(
+        auth,
+        {
+            "user": {"id": "agent1", "displayName": "Agent 1", "extension": "1001"},
+            "location": "London",
+        },
+    )
     (reply,) = h.received(t)
     body = reply.parsed()
     assert reply.request_id == 1 and body["sessionTimeout"] == 600
     assert body["heartbeatInterval"] == 200 and body["sessionId"].startswith("sm1-")
-    assert body["cic"] == {"name": "cic1", "role": "primary"} and body["roster"] == [{"name": "sm1"}]
+    assert body["cic"] == {"name": "cic1", "role": "primary"} and body["roster"] == [
+        {"name": "sm1"}
+    ]
     assert body["location"] == "London" and body["server"]["fqdn"] == "sm1.example"
     (opened,) = h.upstream()
     assert opened.kind == Kind.NOTIFICATION and opened.parsed()["sessionId"] == body["sessionId"]
@@ -131,11 +158,20 @@ def test_logon_failure_is_relayed_and_creates_nothing():
     conn, t = h.client()
     h.send(conn, c.CREATE_SESSION, 3, {"user": "agent1", "password": "wrong"})
     (auth,) = h.upstream()
-    h.notifier.answer(auth, {"code": "logon-failed", "message": "wrong user name or password",
-                             "reason": "bad-credentials"}, Kind.ERROR)
+    h.notifier.answer(
+        auth,
+        {
+            "code": "logon-failed",
+            "message": "wrong user name or password",
+            "reason": "bad-credentials",
+        },
+        Kind.ERROR,
+    )
     (reply,) = h.received(t)
     assert reply.kind == Kind.ERROR and reply.request_id == 3
-    assert reply.parsed()["code"] == "logon-failed" and reply.parsed()["reason"] == "bad-credentials"
+    assert (
+        reply.parsed()["code"] == "logon-failed" and reply.parsed()["reason"] == "bad-credentials"
+    )
     assert len(h.registry) == 0 and conn.session is None
 
 
@@ -169,7 +205,7 @@ def test_forwarded_request_carries_identity_and_answer_is_relayed():
 
 
 def test_link_loss_answers_in_flight_and_later_requests():
-    """Requests in flight when the link drops, and requests while it is down, get upstream-unavailable."""
+    """Requests in flight at link loss, and while it is down, get upstream-unavailable."""
     h = Harness()
     conn, t, _ = h.logon()
     h.send(conn, c.SET_STATUS, 7, {"status": "Away"})
@@ -178,7 +214,9 @@ def test_link_loss_answers_in_flight_and_later_requests():
     h.send(conn, c.MAKE_CALL, 8, {"target": "1001"})
     replies = h.received(t)
     assert [(f.request_id, f.parsed()["code"], f.parsed()["retryable"]) for f in replies] == [
-        (7, "upstream-unavailable", True), (8, "upstream-unavailable", True)]
+        (7, "upstream-unavailable", True),
+        (8, "upstream-unavailable", True),
+    ]
     assert h.connector.state is LinkState.DISCONNECTED
 
 
@@ -187,7 +225,7 @@ def _watch(h: Harness, conn, rid: int, queue: str = "Sales"):
 
 
 def test_one_subscription_for_many_watchers_and_one_encoding():
-    """Two sessions watching a queue share one upstream subscription and get the same event bytes."""
+    """Two watchers of a queue share one upstream subscription and get the same bytes."""
     h = Harness()
     a, ta, _ = h.logon("agent1")
     b, tb, _ = h.logon("agent2")
@@ -199,16 +237,22 @@ def test_one_subscription_for_many_watchers_and_one_encoding():
     h.notifier.answer(sub, {"snapshot": {"queue": "Sales", "interactions": [{"id": "c1"}]}})
     (snap_a,) = h.received(ta)
     assert snap_a.parsed() == {"queue": "Sales", "interactions": [{"id": "c1"}]}
-    h.notifier.event(c.QUEUE_CHANGED, topic_sub,
-                     {"queue": "Sales", "added": [{"id": "c2"}], "changed": [], "removed": ["c1"]})
+    h.notifier.event(
+        c.QUEUE_CHANGED,
+        topic_sub,
+        {"queue": "Sales", "added": [{"id": "c2"}], "changed": [], "removed": ["c1"]},
+    )
     _watch(h, b, 11)
     assert h.upstream() == []  # no second subscription
     (event_a,) = h.received(ta)
     (snap_b,) = h.received(tb)
     assert event_a.request_id == 0 and event_a.parsed()["added"] == [{"id": "c2"}]
     assert snap_b.parsed()["interactions"] == [{"id": "c2"}]  # the copy applied the event
-    h.notifier.event(c.QUEUE_CHANGED, topic_sub,
-                     {"queue": "Sales", "added": [{"id": "c3"}], "changed": [], "removed": []})
+    h.notifier.event(
+        c.QUEUE_CHANGED,
+        topic_sub,
+        {"queue": "Sales", "added": [{"id": "c3"}], "changed": [], "removed": []},
+    )
     (ev_a,) = h.received(ta)
     (ev_b,) = h.received(tb)
     assert ev_a.encode() == ev_b.encode()
@@ -221,7 +265,7 @@ def test_one_subscription_for_many_watchers_and_one_encoding():
 
 
 def test_session_end_releases_its_subscriptions():
-    """A session that logs off, expires or drops leaves its topics; the last one releases upstream."""
+    """A session that ends leaves its topics; the last watcher releases upstream."""
     h = Harness()
     conn, t, _ = h.logon()
     _watch(h, conn, 10)
@@ -253,12 +297,21 @@ def test_directory_served_from_cache_after_first_load():
     h.send(conn, c.GET_DIRECTORY, 20, {"name": "Company Directory"})
     (sub,) = h.upstream()
     assert sub.parsed()["topic"] == "directory:Company Directory"
-    h.notifier.answer(sub, {"snapshot": {"name": "Company Directory",
-                                         "entries": [{"id": "agent1", "displayName": "A1"}]}})
+    h.notifier.answer(
+        sub,
+        {
+            "snapshot": {
+                "name": "Company Directory",
+                "entries": [{"id": "agent1", "displayName": "A1"}],
+            }
+        },
+    )
     (first,) = h.received(t)
-    h.notifier.event(c.DIRECTORY_CHANGED, sub.parsed()["sub"],
-                     {"name": "Company Directory", "added": [{"id": "agent2"}], "changed": [],
-                      "removed": []})
+    h.notifier.event(
+        c.DIRECTORY_CHANGED,
+        sub.parsed()["sub"],
+        {"name": "Company Directory", "added": [{"id": "agent2"}], "changed": [], "removed": []},
+    )
     h.send(conn, c.GET_DIRECTORY, 21, {"name": "Company Directory"})
     assert h.upstream() == []
     (second,) = h.received(t)
@@ -287,6 +340,7 @@ def test_bad_frame_gets_error_and_close():
     conn.dataReceived(b"\x00\x00\x00\x0a\x07\x01\x00\xa8\x00\x01\x00\x00\x00\x09")
     (err,) = Decoder().feed(t.value())
     assert err.kind == Kind.ERROR and err.request_id == 9
+    assert (err.object_type, err.event_id) == c.CREATE_SESSION  # names the offending type
     assert err.parsed()["code"] == "bad-frame" and "version 7" in err.parsed()["message"]
     assert t.disconnecting
 
@@ -298,3 +352,21 @@ def test_second_logon_on_one_connection_is_refused():
     h.send(conn, c.CREATE_SESSION, 9, {"user": "agent1", "password": "demo"})
     (reply,) = h.received(t)
     assert reply.parsed()["code"] == "session-exists"
+
+
+def test_reconnect_announces_sessions_and_resubscribes():
+    """After the link comes back, live sessions are announced again and topics re-subscribed."""
+    h = Harness()
+    conn, t, session = h.logon()
+    _watch(h, conn, 10)
+    (sub,) = h.upstream()
+    h.notifier.answer(sub, {"snapshot": {"queue": "Sales", "interactions": []}})
+    h.notifier.link.connectionLost(None)
+    h.connector.state = LinkState.CONNECTING
+    h.notifier = h.connect_link()
+    (register,) = h.notifier.take()
+    h.notifier.answer(register, {"cic": {"name": "cic1", "role": "primary"}, "parameters": {}})
+    frames = h.upstream()
+    kinds = {(f.object_type, f.event_id): f.parsed() for f in frames}
+    assert kinds[c.LINK_SESSION_OPENED]["sessionId"] == session["sessionId"]
+    assert kinds[c.LINK_SUBSCRIBE] == {"topic": "queue:Sales", "sub": sub.parsed()["sub"]}

@@ -103,16 +103,31 @@ class Frame:
 class BadFrame:
     """A protocol violation found while decoding.
 
-    ``request_id`` is set when the header was readable, so the adapter can answer
-    the offending request with an ``error`` frame of code ``bad-frame``.
+    ``request_id``, ``object_type`` and ``event_id`` are set when the header was
+    readable, so the adapter can answer the offending request with an ``error``
+    frame of code ``bad-frame`` that names it.
     """
 
-    __slots__ = ("message", "request_id")
+    __slots__ = ("message", "request_id", "object_type", "event_id")
     code = "bad-frame"
 
-    def __init__(self, message: str, request_id: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        request_id: int | None = None,
+        object_type: int = 0,
+        event_id: int = 1,
+    ) -> None:
         self.message = message
         self.request_id = request_id
+        self.object_type = object_type
+        self.event_id = event_id if 1 <= event_id <= MAX_EVENT_ID else 1
+
+    def error_frame(self) -> bytes:
+        """The ``error`` frame that answers this violation."""
+        return encode_error(
+            self.object_type, self.event_id, self.request_id or 0, self.code, self.message
+        )
 
     def __repr__(self) -> str:
         return f"BadFrame({self.message!r}, request_id={self.request_id})"
@@ -184,40 +199,40 @@ class Decoder:
         while end_of_data - pos >= 4:
             (length,) = _U32.unpack_from(buf, pos)
             if length < MIN_LENGTH or length > max_frame:
-                rid = _RID.unpack_from(buf, pos + 10)[0] if end_of_data - pos >= HEADER_SIZE else None
-                return self._fail(
-                    out,
-                    f"frame length {length} outside {MIN_LENGTH}..{max_frame}",
-                    rid,
-                )
+                message = f"frame length {length} outside {MIN_LENGTH}..{max_frame}"
+                if end_of_data - pos < HEADER_SIZE:
+                    return self._fail(out, BadFrame(message))
+                _, _, _, object_type, event_id, request_id = unpack(buf, pos)
+                return self._fail(out, BadFrame(message, request_id, object_type, event_id))
             end = pos + 4 + length
             if end > end_of_data:
                 break
             _, version, kind, object_type, event_id, request_id = unpack(buf, pos)
+            problem = None
             if version != VERSION:
-                return self._fail(out, f"unsupported version {version}", request_id)
-            if not 1 <= kind <= 4:
-                return self._fail(out, f"unknown frame kind {kind}", request_id)
-            if not 1 <= event_id <= MAX_EVENT_ID:
-                return self._fail(out, f"eventId {event_id} outside 1..{MAX_EVENT_ID}", request_id)
+                problem = f"unsupported version {version}"
+            elif not 1 <= kind <= 4:
+                problem = f"unknown frame kind {kind}"
+            elif not 1 <= event_id <= MAX_EVENT_ID:
+                problem = f"eventId {event_id} outside 1..{MAX_EVENT_ID}"
+            if problem is not None:
+                return self._fail(out, BadFrame(problem, request_id, object_type, event_id))
             payload = buf[pos + HEADER_SIZE : end]
             body: dict[str, Any] | None = None
             if parse:
                 parsed = parse_payload(payload)
                 if isinstance(parsed, str):
-                    return self._fail(out, parsed, request_id)
+                    return self._fail(out, BadFrame(parsed, request_id, object_type, event_id))
                 body = parsed
             out.append(Frame(kind, object_type, event_id, request_id, payload, body))
             pos = end
         self._buf = buf[pos:] if pos else buf
         return out
 
-    def _fail(
-        self, out: list[Frame | BadFrame], message: str, request_id: int | None
-    ) -> list[Frame | BadFrame]:
+    def _fail(self, out: list[Frame | BadFrame], bad: BadFrame) -> list[Frame | BadFrame]:
         self._failed = True
         self._buf = b""
-        out.append(BadFrame(message, request_id))
+        out.append(bad)
         return out
 
 
@@ -226,7 +241,9 @@ def dump_json(body: dict[str, Any]) -> bytes:
     return _json_encoder.encode(body).encode("utf-8")
 
 
-def encode_raw(kind: int, object_type: int, event_id: int, request_id: int, payload: bytes) -> bytes:
+def encode_raw(
+    kind: int, object_type: int, event_id: int, request_id: int, payload: bytes
+) -> bytes:
     """Build a frame from an already-encoded payload."""
     return (
         HEADER.pack(MIN_LENGTH + len(payload), VERSION, kind, object_type, event_id, request_id)
@@ -246,7 +263,9 @@ def encode_error(
     object_type: int, event_id: int, request_id: int, code: str, message: str, **extra: Any
 ) -> bytes:
     """Build an ``error`` frame: ``{"code", "message", ...extra}``."""
-    return encode(Kind.ERROR, object_type, event_id, request_id, {"code": code, "message": message, **extra})
+    return encode(
+        Kind.ERROR, object_type, event_id, request_id, {"code": code, "message": message, **extra}
+    )
 
 
 def with_request_id(raw: bytes, request_id: int) -> bytes:

@@ -88,15 +88,7 @@ class NotifierLink(Protocol):
                     why=event.message,
                     event="notifier.link.bad-frame",
                 )
-                self._write(
-                    encode_error(
-                        LINK_OBJECT_TYPE,
-                        LINK_REGISTER[1],
-                        event.request_id or 0,
-                        "bad-frame",
-                        event.message,
-                    )
-                )
+                self._write(event.error_frame())
                 self._transport().loseConnection()
                 return
             try:

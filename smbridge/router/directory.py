@@ -44,9 +44,15 @@ class DirectoryCache:
         for name in split_names(parameters.get(STARTUP_PARAMETER)):
             self.get(name).addCallbacks(
                 lambda snap, n=name: self.log.info(
-                    "Cached directory {name} ({count} entries)", name=n,
-                    count=len(snap.get("entries", ())), event="directory.cached"),
+                    "Cached directory {name} ({count} entries)",
+                    name=n,
+                    count=len(snap.get("entries", ())),
+                    event="directory.cached",
+                ),
                 lambda f, n=name: self.log.warn(
-                    "Could not cache directory {name}: {error}", name=n,
-                    error=f.getErrorMessage(), event="directory.cache_failed"),
+                    "Could not cache directory {name}: {error}",
+                    name=n,
+                    error=f.getErrorMessage(),
+                    event="directory.cache_failed",
+                ),
             )

@@ -92,8 +92,9 @@ class FanOut:
 
     def _subscribe(self, topic: Topic) -> None:
         d = self.upstream.request(LINK_SUBSCRIBE, {"topic": topic.name, "sub": topic.sub})
-        d.addCallbacks(lambda reply: self._subscribed(topic, reply),
-                       lambda f: self._subscribe_failed(topic, f))
+        d.addCallbacks(
+            lambda reply: self._subscribed(topic, reply), lambda f: self._subscribe_failed(topic, f)
+        )
 
     def _subscribed(self, topic: Topic, reply: dict[str, Any]) -> None:
         if self._by_sub.get(topic.sub) is not topic:
@@ -104,18 +105,26 @@ class FanOut:
             self._subscribe_failed(topic, Failure(ProtocolError(f"bad snapshot: {e}")))
             return
         waiting, topic.waiting = topic.waiting, []
-        for watcher, d in waiting:
+        for watcher, _ in waiting:
             self._add(topic, watcher)
-        for watcher, d in waiting:
+        for _, d in waiting:
             d.callback(topic.state.snapshot())
-        self.log.info("Subscribed to {topic} for {watchers} watcher(s)", topic=topic.name,
-                      watchers=len(topic.watchers), event="fanout.subscribed")
+        self.log.info(
+            "Subscribed to {topic} for {watchers} watcher(s)",
+            topic=topic.name,
+            watchers=len(topic.watchers),
+            event="fanout.subscribed",
+        )
 
     def _subscribe_failed(self, topic: Topic, failure: Failure) -> None:
         if topic.state is not None:
             # A re-subscription after reconnect failed: keep serving the copy we have.
-            self.log.warn("Re-subscribing {topic} failed: {error}", topic=topic.name,
-                          error=failure.getErrorMessage(), event="fanout.resubscribe_failed")
+            self.log.warn(
+                "Re-subscribing {topic} failed: {error}",
+                topic=topic.name,
+                error=failure.getErrorMessage(),
+                event="fanout.resubscribe_failed",
+            )
             return
         self._forget(topic)
         waiting, topic.waiting = topic.waiting, []
@@ -154,8 +163,10 @@ class FanOut:
         for topic in list(self.topics.values()):
             if topic.state is not None:
                 d = self.upstream.request(LINK_SUBSCRIBE, {"topic": topic.name, "sub": topic.sub})
-                d.addCallbacks(lambda reply, t=topic: self._resubscribed(t, reply),
-                               lambda f, t=topic: self._subscribe_failed(t, f))
+                d.addCallbacks(
+                    lambda reply, t=topic: self._resubscribed(t, reply),
+                    lambda f, t=topic: self._subscribe_failed(t, f),
+                )
 
     def _resubscribed(self, topic: Topic, reply: dict[str, Any]) -> None:
         if self._by_sub.get(topic.sub) is topic:

@@ -49,8 +49,11 @@ if TYPE_CHECKING:
 Reply = dict[str, Any] | defer.Deferred[dict[str, Any]] | None
 Handler = Callable[[Session, Frame], Reply]
 
-VERSION_REPLY = {"server": "smbridge", "version": smbridge.__version__,
-                 "protocol": smbridge.PROTOCOL_VERSION}
+VERSION_REPLY = {
+    "server": "smbridge",
+    "version": smbridge.__version__,
+    "protocol": smbridge.PROTOCOL_VERSION,
+}
 
 
 @dataclass(frozen=True)
@@ -68,8 +71,12 @@ class BridgeIdentity:
         return {"name": self.name, "fqdn": self.fqdn, "kind": self.kind, "location": self.location}
 
     def registration(self) -> dict[str, Any]:
-        return {**self.public(), "ports": dict(self.ports), "accept": self.accept,
-                "version": smbridge.__version__}
+        return {
+            **self.public(),
+            "ports": dict(self.ports),
+            "accept": self.accept,
+            "version": smbridge.__version__,
+        }
 
 
 def _text(body: dict[str, Any], key: str, required: bool = True) -> str | None:
@@ -105,7 +112,26 @@ class Router:
         }
         registry.on_end(self._session_ended)
         upstream.notification = self.fanout.event
-        upstream.on_up(lambda: self.directories.preload(upstream.registered.get("parameters", {})))
+        upstream.on_up(self._link_up)
+
+    def _link_up(self) -> None:
+        """The link came (back) up: announce live sessions again and warm the cache.
+
+        The Notifier forgets a bridge's sessions with the link that reported them.
+        """
+        for session in self.registry:
+            self._announce(session)
+        self.directories.preload(self.upstream.registered.get("parameters", {}))
+
+    def _announce(self, session: Session) -> None:
+        self.upstream.notify(
+            LINK_SESSION_OPENED,
+            {
+                "sessionId": session.id,
+                "user": session.info.user_id,
+                "station": session.info.station,
+            },
+        )
 
     # --- dispatch ---------------------------------------------------------------
     def handle(self, conn: ClientConnection, frame: Frame) -> None:
@@ -124,8 +150,9 @@ class Router:
         handler = self.handlers.get(key)
         if handler is None:
             assert frame.body is not None
-            self.upstream.forward(session, frame, with_identity(frame.payload, frame.body,
-                                                                session.identity))
+            self.upstream.forward(
+                session, frame, with_identity(frame.payload, frame.body, session.identity)
+            )
             return
         try:
             reply = handler(session, frame)
@@ -137,19 +164,25 @@ class Router:
         if reply is None:
             return
         if isinstance(reply, defer.Deferred):
-            reply.addCallbacks(lambda r: self._answer(send, frame, r),
-                               lambda f: self._answer(send, frame, f))
+            reply.addCallbacks(
+                lambda r: self._answer(send, frame, r), lambda f: self._answer(send, frame, f)
+            )
             return
         if isinstance(reply, Failure):
             if not reply.check(ProtocolError):
-                self.log.failure("Request {name} failed", failure=reply, name=frame.object_type,
-                                 event="router.request.failed")
+                self.log.failure(
+                    "Request {name} failed",
+                    failure=reply,
+                    name=frame.object_type,
+                    event="router.request.failed",
+                )
                 reply = ProtocolError("the bridge failed to handle this request")
             else:
                 reply = reply.value
         if isinstance(reply, ProtocolError):
-            send(encode_error(frame.object_type, frame.event_id, frame.request_id,
-                              **reply.payload()))
+            send(
+                encode_error(frame.object_type, frame.event_id, frame.request_id, **reply.payload())
+            )
         else:
             send(encode(Kind.RESPONSE, frame.object_type, frame.event_id, frame.request_id, reply))
 
@@ -169,29 +202,39 @@ class Router:
             raise ProtocolError("this connection already has a session", code="session-exists")
         try:
             auth = yield self.upstream.request(
-                LINK_AUTHENTICATE, {"user": user, "password": password, "station": station})
+                LINK_AUTHENTICATE, {"user": user, "password": password, "station": station}
+            )
         except ProtocolError as e:
             if e.code == "logon-failed":
-                self.log.info("Logon failed for {user} from {remote}: {reason}", user=user,
-                              remote=conn.remote, reason=e.extra.get("reason"),
-                              event="session.logon_failed")
+                self.log.info(
+                    "Logon failed for {user} from {remote}: {reason}",
+                    user=user,
+                    remote=conn.remote,
+                    reason=e.extra.get("reason"),
+                    event="session.logon_failed",
+                )
             raise
-        timeout = negotiate_timeout(self.registry.policy, body.get("sessionTimeout"),
-                                    body.get("minSessionTimeout"))
+        timeout = negotiate_timeout(
+            self.registry.policy, body.get("sessionTimeout"), body.get("minSessionTimeout")
+        )
         if not conn.connected or conn.session is not None:
             return None
         who = auth.get("user", {})
         info = SessionInfo(
-            user_id=who.get("id", user), display_name=who.get("displayName", ""),
-            extension=who.get("extension", ""), station=station, location=auth.get("location"),
-            client_id=str(body.get("clientId", "")), client_app=str(body.get("clientApp", "")),
+            user_id=who.get("id", user),
+            display_name=who.get("displayName", ""),
+            extension=who.get("extension", ""),
+            station=station,
+            location=auth.get("location"),
+            client_id=str(body.get("clientId", "")),
+            client_app=str(body.get("clientApp", "")),
             client_version=str(body.get("clientVersion", "")),
-            workgroups=list(who.get("workgroups", [])), rights=list(who.get("rights", [])),
+            workgroups=list(who.get("workgroups", [])),
+            rights=list(who.get("rights", [])),
         )
         session = self.registry.create(info, conn, timeout, notify, conn.kind, conn.remote)
         conn.session = session
-        self.upstream.notify(LINK_SESSION_OPENED,
-                             {"sessionId": session.id, "user": info.user_id, "station": station})
+        self._announce(session)
         registered = self.upstream.registered
         return {
             "sessionId": session.id,
@@ -204,8 +247,11 @@ class Router:
             "roster": registered.get("roster", []),
             "selectionRule": registered.get("selectionRule"),
             "location": info.location,
-            "user": {"id": info.user_id, "displayName": info.display_name,
-                     "extension": info.extension},
+            "user": {
+                "id": info.user_id,
+                "displayName": info.display_name,
+                "extension": info.extension,
+            },
             "resources": {},
         }
 
@@ -233,8 +279,10 @@ class Router:
 
     def _servers(self, session: Session, frame: Frame) -> Reply:
         registered = self.upstream.registered
-        return {"roster": registered.get("roster", []),
-                "selectionRule": registered.get("selectionRule")}
+        return {
+            "roster": registered.get("roster", []),
+            "selectionRule": registered.get("selectionRule"),
+        }
 
     # --- fan-out and cache -----------------------------------------------------------
     def _watch_queue(self, session: Session, frame: Frame) -> Reply:

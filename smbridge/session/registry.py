@@ -67,7 +67,8 @@ class SessionRegistry:
         )
         self._sessions[session_id] = session
         self.log.info(
-            "Session {session_id} created for {user} (timeout {timeout}s, {transport} from {remote})",
+            "Session {session_id} created for {user} "
+            "(timeout {timeout}s, {transport} from {remote})",
             session_id=session_id,
             user=info.user_id,
             timeout=timeout,

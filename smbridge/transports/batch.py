@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol as TwistedProtocol
 
 
 class Flushable(Protocol):
@@ -36,3 +37,29 @@ class WriteBatcher:
         self._scheduled = False
         for conn in dirty:
             conn.flush()
+
+
+class BatchedProtocol(TwistedProtocol):
+    """A protocol whose frames are queued by ``send`` and written once per turn.
+
+    Subclasses set ``connected`` in connectionMade and clear it (and ``_out``) in
+    connectionLost; what is queued for a lost connection is dropped.
+    """
+
+    def __init__(self, batcher: WriteBatcher) -> None:
+        self.batcher = batcher
+        self.connected = False
+        self._out: list[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        if not self.connected:
+            return
+        if not self._out:
+            self.batcher.mark(self)
+        self._out.append(data)
+
+    def flush(self) -> None:
+        out = self._out
+        if out and self.connected:
+            self._out = []
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))  # type: ignore[union-attr]

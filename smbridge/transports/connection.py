@@ -11,33 +11,31 @@ from typing import TYPE_CHECKING
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from smbridge.codec import BadFrame, Decoder, Frame, Kind, encode_error
 from smbridge.codec.frames import DEFAULT_MAX_FRAME
-from smbridge.transports.batch import WriteBatcher
+from smbridge.transports.batch import BatchedProtocol, WriteBatcher
 
 if TYPE_CHECKING:
     from smbridge.router.router import Router
     from smbridge.session.session import Session
 
 
-class ClientConnection(Protocol):
+class ClientConnection(BatchedProtocol):
     log = Logger()
 
     factory: ClientConnectionFactory
 
     def __init__(self, router: Router, batcher: WriteBatcher, max_frame: int, kind: str) -> None:
+        super().__init__(batcher)
         self.router = router
-        self.batcher = batcher
         self.decoder = Decoder(max_frame)
         self.kind = kind  # "tls" or "clear" (later "ws"/"wss")
         self.session: Session | None = None
         self.remote = ""
-        self.connected = False
-        self._out: list[bytes] = []
 
     def connectionMade(self) -> None:
         self.connected = True
@@ -49,38 +47,46 @@ class ClientConnection(Protocol):
         for event in self.decoder.feed(data):
             if type(event) is Frame:
                 if event.kind != Kind.REQUEST:
-                    self._refuse(event.request_id, f"clients send requests, not kind {event.kind}")
+                    self._refuse(
+                        BadFrame(
+                            f"clients send requests, not kind {event.kind}",
+                            event.request_id,
+                            event.object_type,
+                            event.event_id,
+                        )
+                    )
                     return
                 try:
                     self.router.handle(self, event)
                 except Exception:
-                    self.log.failure("Request {rid} failed", rid=event.request_id,
-                                     event="connection.request.failed")
-                    self.send(encode_error(event.object_type, event.event_id, event.request_id,
-                                           "internal-error", "the bridge failed to handle this request"))
+                    self.log.failure(
+                        "Request {rid} failed",
+                        rid=event.request_id,
+                        event="connection.request.failed",
+                    )
+                    self.send(
+                        encode_error(
+                            event.object_type,
+                            event.event_id,
+                            event.request_id,
+                            "internal-error",
+                            "the bridge failed to handle this request",
+                        )
+                    )
             else:
                 assert isinstance(event, BadFrame)
-                self._refuse(event.request_id, event.message)
+                self._refuse(event)
                 return
 
-    def _refuse(self, request_id: int | None, message: str) -> None:
-        self.log.warn("Bad frame from {remote}: {message}", remote=self.remote, message=message,
-                      event="connection.bad_frame")
-        self.send(encode_error(0, 1, request_id or 0, "bad-frame", message))
+    def _refuse(self, bad: BadFrame) -> None:
+        self.log.warn(
+            "Bad frame from {remote}: {message}",
+            remote=self.remote,
+            message=bad.message,
+            event="connection.bad_frame",
+        )
+        self.send(bad.error_frame())
         self.close()
-
-    def send(self, data: bytes) -> None:
-        if not self.connected:
-            return
-        if not self._out:
-            self.batcher.mark(self)
-        self._out.append(data)
-
-    def flush(self) -> None:
-        out = self._out
-        if out and self.connected:
-            self._out = []
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))  # type: ignore[union-attr]
 
     def close(self) -> None:
         """Write what is queued, then close."""

@@ -45,10 +45,16 @@ class SniffingProtocol(Protocol):
         elif factory.allow_cleartext:
             inner = factory.app.connection("clear")
         else:
-            self.log.info("Clear-text connection from {peer} refused", peer=transport.getPeer(),
-                          event="listener.cleartext_refused")
-            transport.write(encode_error(168, 1, 0, "tls-required",
-                                         "this port requires TLS; clear text is not allowed"))
+            self.log.info(
+                "Clear-text connection from {peer} refused",
+                peer=transport.getPeer(),
+                event="listener.cleartext_refused",
+            )
+            transport.write(
+                encode_error(
+                    168, 1, 0, "tls-required", "this port requires TLS; clear text is not allowed"
+                )
+            )
             transport.loseConnection()
             return None
         self._inner = inner

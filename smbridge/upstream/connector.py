@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from smbridge.codec import Frame
 from smbridge.codec.catalog import LINK_REGISTER, MessageType
 from smbridge.codec.frames import dump_json
-from smbridge.errors import ProtocolError, UpstreamUnavailable
+from smbridge.errors import UpstreamUnavailable
 from smbridge.session.session import Session
 from smbridge.transports.batch import WriteBatcher
 from smbridge.upstream.link import DeferredPending, RelayPending, UpstreamLink, UpstreamLinkFactory
@@ -69,8 +69,9 @@ class UpstreamConnector(Service):
         self._client = ClientService(
             endpoint,
             factory,
-            retryPolicy=backoffPolicy(initialDelay=0.5, maxDelay=30.0, factor=1.7,
-                                      jitter=random.random),
+            retryPolicy=backoffPolicy(
+                initialDelay=0.5, maxDelay=30.0, factor=1.7, jitter=random.random
+            ),
             clock=clock,
         )
 
@@ -105,19 +106,30 @@ class UpstreamConnector(Service):
         if to is self.state:
             return
         if to not in _ALLOWED[self.state]:
-            self.log.error("Invalid link transition {old} -> {new}", old=self.state.value,
-                           new=to.value, event="upstream.state.invalid")
+            self.log.error(
+                "Invalid link transition {old} -> {new}",
+                old=self.state.value,
+                new=to.value,
+                event="upstream.state.invalid",
+            )
         old, self.state = self.state, to
-        self.log.info("Notifier link {server}: {old} -> {new}", server=self.server, old=old.value,
-                      new=to.value, event="upstream.state", **fields)
+        self.log.info(
+            "Notifier link {server}: {old} -> {new}",
+            server=self.server,
+            old=old.value,
+            new=to.value,
+            event="upstream.state",
+            **fields,
+        )
 
     # --- link callbacks -------------------------------------------------------------
     def link_made(self, link: UpstreamLink) -> None:
         self._move(LinkState.REGISTERING)
         pending = DeferredPending()
         link.request(*LINK_REGISTER, dump_json(self.registration), pending)
-        pending.deferred.addCallbacks(lambda reply: self._registered(link, reply),
-                                      lambda f: self._refused(link, f))
+        pending.deferred.addCallbacks(
+            lambda reply: self._registered(link, reply), lambda f: self._refused(link, f)
+        )
 
     def _registered(self, link: UpstreamLink, reply: dict[str, Any]) -> None:
         if not link.connected:
@@ -135,8 +147,11 @@ class UpstreamConnector(Service):
             d.callback(None)
 
     def _refused(self, link: UpstreamLink, failure: Failure) -> None:
-        self.log.error("The Notifier refused registration: {error}", error=failure.getErrorMessage(),
-                       event="upstream.register.refused")
+        self.log.error(
+            "The Notifier refused registration: {error}",
+            error=failure.getErrorMessage(),
+            event="upstream.register.refused",
+        )
         if link.connected:
             link.transport.loseConnection()  # type: ignore[union-attr]
 

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
-from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from smbridge.codec import BadFrame, Decoder, Frame, Kind, encode_error, encode_raw
 from smbridge.codec.frames import DEFAULT_MAX_FRAME, dump_json
 from smbridge.errors import ProtocolError, UpstreamError, UpstreamUnavailable
+from smbridge.transports.batch import BatchedProtocol
 
 if TYPE_CHECKING:
     from smbridge.session.session import Session
@@ -46,7 +46,9 @@ class RelayPending:
 
     def resolve(self, frame: Frame) -> None:
         self.session.send(
-            encode_raw(frame.kind, frame.object_type, frame.event_id, self.request_id, frame.payload)
+            encode_raw(
+                frame.kind, frame.object_type, frame.event_id, self.request_id, frame.payload
+            )
         )
 
     def fail(self, error: ProtocolError) -> None:
@@ -78,19 +80,17 @@ class DeferredPending:
         self.deferred.errback(error)
 
 
-class UpstreamLink(TwistedProtocol):
+class UpstreamLink(BatchedProtocol):
     """One TLS connection to the Notifier."""
 
     log = Logger()
 
     def __init__(self, connector: UpstreamConnector, batcher: WriteBatcher, max_frame: int):
+        super().__init__(batcher)
         self.connector = connector
-        self.batcher = batcher
         self.decoder = Decoder(max_frame, parse=False)
         self.pending: dict[int, Pending] = {}
-        self.connected = False
         self._next_id = 0
-        self._out: list[bytes] = []
 
     def connectionMade(self) -> None:
         self.connected = True
@@ -107,8 +107,11 @@ class UpstreamLink(TwistedProtocol):
                         pending.resolve(event)
             else:
                 assert isinstance(event, BadFrame)
-                self.log.error("The Notifier sent a bad frame: {message}; dropping the link",
-                               message=event.message, event="upstream.bad_frame")
+                self.log.error(
+                    "The Notifier sent a bad frame: {message}; dropping the link",
+                    message=event.message,
+                    event="upstream.bad_frame",
+                )
                 self.transport.loseConnection()  # type: ignore[union-attr]
                 return
 
@@ -116,8 +119,9 @@ class UpstreamLink(TwistedProtocol):
         try:
             self.connector.notification(frame)
         except Exception:
-            self.log.failure("Handling an upstream notification failed",
-                             event="upstream.notification.failed")
+            self.log.failure(
+                "Handling an upstream notification failed", event="upstream.notification.failed"
+            )
 
     def request(self, object_type: int, event_id: int, payload: bytes, pending: Pending) -> None:
         self._next_id = self._next_id % 0xFFFFFFFF + 1
@@ -126,19 +130,6 @@ class UpstreamLink(TwistedProtocol):
 
     def notify(self, object_type: int, event_id: int, body: dict[str, Any]) -> None:
         self.send(encode_raw(Kind.NOTIFICATION, object_type, event_id, 0, dump_json(body)))
-
-    def send(self, data: bytes) -> None:
-        if not self.connected:
-            return
-        if not self._out:
-            self.batcher.mark(self)
-        self._out.append(data)
-
-    def flush(self) -> None:
-        out = self._out
-        if out and self.connected:
-            self._out = []
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.connected = False
@@ -152,7 +143,10 @@ class UpstreamLink(TwistedProtocol):
 
 class UpstreamLinkFactory(Factory):
     def __init__(
-        self, connector: UpstreamConnector, batcher: WriteBatcher, max_frame: int = DEFAULT_MAX_FRAME
+        self,
+        connector: UpstreamConnector,
+        batcher: WriteBatcher,
+        max_frame: int = DEFAULT_MAX_FRAME,
     ):
         self.connector = connector
         self.batcher = batcher

@@ -1,0 +1,121 @@
+"""A service that listens on an endpoint while it runs; shared by the bridge and the Notifier.
+
+``when_listening()`` fires with the bound port (tests listen on port 0 and read
+it back). A bind that fails at start-up raises from ``startService``, so twistd
+stops with the reason instead of running deaf. With ``track=True`` the service
+remembers accepted connections and closes them when stopped, so that a stopped
+server is really gone; the bridge closes its own clients more gracefully and
+leaves it off, keeping the per-connection wrapper off its hot path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    fail,
+    gatherResults,
+    succeed,
+)
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
+
+
+class TrackingFactory(WrappingFactory):
+    """Remembers live connections so that stopping can close them and wait."""
+
+    def __init__(self, wrapped: Factory) -> None:
+        super().__init__(wrapped)
+        self._lost: dict[ProtocolWrapper, Deferred[None]] = {}
+
+    def unregisterProtocol(self, p: ProtocolWrapper) -> None:
+        super().unregisterProtocol(p)
+        d = self._lost.pop(p, None)
+        if d is not None:
+            d.callback(None)
+
+    def close_all(self) -> Deferred[Any]:
+        waits = []
+        for p in list(self.protocols):
+            d = self._lost[p] = Deferred()
+            waits.append(d)
+            p.transport.abortConnection()  # type: ignore[union-attr]
+        return DeferredList(waits)
+
+
+class ListenerService(Service):
+    log = Logger()
+
+    def __init__(
+        self, name: str, endpoint: IStreamServerEndpoint, factory: Factory, track: bool = True
+    ) -> None:
+        self.setName(name)
+        self.endpoint = endpoint
+        self.factory: Factory = TrackingFactory(factory) if track else factory
+        self.port: IListeningPort | None = None
+        self._failure: Failure | None = None
+        self._pending: Deferred[IListeningPort] | None = None
+        self._waiters: list[Deferred[IListeningPort]] = []
+
+    def when_listening(self) -> Deferred[IListeningPort]:
+        if self.port is not None:
+            return succeed(self.port)
+        if self._failure is not None:
+            return fail(self._failure)
+        d: Deferred[IListeningPort] = Deferred()
+        self._waiters.append(d)
+        return d
+
+    def startService(self) -> None:
+        super().startService()
+        self._failure = None
+        self._pending = self.endpoint.listen(self.factory)
+        self._pending.addCallbacks(self._listening, self._failed)
+        if self._failure is not None:  # TCP binds synchronously: fail start-up loudly
+            self._failure.raiseException()
+
+    def _listening(self, port: IListeningPort) -> None:
+        self._pending = None
+        self.port = port
+        host = port.getHost()
+        self.log.info(
+            "{name} listening on {host}:{port}",
+            name=self.name,
+            host=getattr(host, "host", host),
+            port=getattr(host, "port", ""),
+            event="listener.listening",
+        )
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(port)
+
+    def _failed(self, failure: Failure) -> None:
+        self._pending = None
+        self._failure = failure
+        if not (failure.check(CancelledError) and not self.running):
+            self.log.error(
+                "{name} cannot listen: {error}",
+                name=self.name,
+                error=failure.getErrorMessage(),
+                event="listener.failed",
+            )
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.errback(failure)
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        if self._pending is not None:
+            self._pending.cancel()
+        port, self.port = self.port, None
+        waits = [port.stopListening()] if port is not None else []
+        if isinstance(self.factory, TrackingFactory):
+            waits.append(self.factory.close_all())
+        return gatherResults([d for d in waits if d is not None])
