@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from twisted.application.service import MultiService
-from twisted.internet import defer
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
 from twisted.logger import Logger
 
@@ -40,12 +39,11 @@ class DemoService(MultiService):
     log = Logger()
 
     def __init__(self, config: DemoConfig, reactor: Any) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.config = config
         self.reactor = reactor
         self.notifier: Any = None
         self.bridge: BridgeService | None = None
-        self._ready: defer.Deferred[None] = defer.Deferred()
 
     def startService(self) -> None:
         from smbridge.notifier.demo import demo_site
@@ -68,7 +66,7 @@ class DemoService(MultiService):
         )
         self.notifier.setName("notifier")
         self.notifier.setServiceParent(self)
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         self.notifier.when_listening().addCallback(self._start_bridge).addErrback(
             lambda f: self.log.failure("Demo start-up failed", failure=f, event="demo.failed")
         )
@@ -82,9 +80,9 @@ class DemoService(MultiService):
             notifier_name="localhost",
         )
         self.bridge = BridgeService(bridge_config, self.reactor)
-        self.bridge.setName("bridge")
-        self.bridge.setServiceParent(self)
-        self.bridge.when_ready().addCallback(self._write_ports).chainDeferred(self._ready)
+        self.bridge.setName("bridge")  # type: ignore[no-untyped-call]
+        self.bridge.setServiceParent(self)  # type: ignore[no-untyped-call]
+        self.bridge.when_ready().addCallback(self._write_ports)
 
     def _write_ports(self, _: object) -> None:
         assert self.bridge is not None
@@ -101,10 +99,3 @@ class DemoService(MultiService):
             event="demo.ready",
             **ports,
         )
-
-    def when_ready(self) -> defer.Deferred[None]:
-        d: defer.Deferred[None] = defer.Deferred()
-        self._ready.addBoth(
-            lambda r: (d.callback(r) if not isinstance(r, Exception) else None, r)[1]
-        )
-        return d

@@ -31,12 +31,12 @@ from twisted.python.failure import Failure
 class TrackingFactory(WrappingFactory):
     """Remembers live connections so that stopping can close them and wait."""
 
-    def __init__(self, wrapped: Factory) -> None:
-        super().__init__(wrapped)
+    def __init__(self, wrapped: Factory[Any]) -> None:
+        super().__init__(wrapped)  # type: ignore[no-untyped-call]
         self._lost: dict[ProtocolWrapper, Deferred[None]] = {}
 
     def unregisterProtocol(self, p: ProtocolWrapper) -> None:
-        super().unregisterProtocol(p)
+        super().unregisterProtocol(p)  # type: ignore[no-untyped-call]
         d = self._lost.pop(p, None)
         if d is not None:
             d.callback(None)
@@ -46,7 +46,7 @@ class TrackingFactory(WrappingFactory):
         for p in list(self.protocols):
             d = self._lost[p] = Deferred()
             waits.append(d)
-            p.transport.abortConnection()  # type: ignore[union-attr]
+            p.transport.abortConnection()
         return DeferredList(waits)
 
 
@@ -54,11 +54,15 @@ class ListenerService(Service):
     log = Logger()
 
     def __init__(
-        self, name: str, endpoint: IStreamServerEndpoint, factory: Factory, track: bool = True
+        self,
+        name: str,
+        endpoint: IStreamServerEndpoint,
+        factory: Factory[Any],
+        track: bool = True,
     ) -> None:
-        self.setName(name)
+        self.setName(name)  # type: ignore[no-untyped-call]
         self.endpoint = endpoint
-        self.factory: Factory = TrackingFactory(factory) if track else factory
+        self.factory: Factory[Any] = TrackingFactory(factory) if track else factory
         self.port: IListeningPort | None = None
         self._failure: Failure | None = None
         self._pending: Deferred[IListeningPort] | None = None
@@ -74,7 +78,7 @@ class ListenerService(Service):
         return d
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         self._failure = None
         self._pending = self.endpoint.listen(self.factory)
         self._pending.addCallbacks(self._listening, self._failed)
@@ -111,7 +115,7 @@ class ListenerService(Service):
             d.errback(failure)
 
     def stopService(self) -> Deferred[Any]:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         if self._pending is not None:
             self._pending.cancel()
         port, self.port = self.port, None

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from twisted.internet import ssl
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 
 Key = ec.EllipticCurvePrivateKey
 
@@ -174,20 +175,24 @@ def load_ca(path: Path) -> ssl.Certificate:
 
 
 def load_private(path: Path) -> ssl.PrivateCertificate:
-    return ssl.PrivateCertificate.loadPEM(path.read_bytes())
+    private: ssl.PrivateCertificate = ssl.PrivateCertificate.loadPEM(path.read_bytes())
+    return private
 
 
 def server_options(identity: Path, client_ca: Path | None = None) -> ssl.CertificateOptions:
     """TLS server options; with ``client_ca``, clients must present a certificate it signed."""
     private = load_private(identity)
+    options: ssl.CertificateOptions
     if client_ca is None:
-        return private.options()
-    return private.options(load_ca(client_ca))
+        options = private.options()
+    else:
+        options = private.options(load_ca(client_ca))
+    return options
 
 
 def client_options(
     hostname: str, ca: Path, identity: Path | None = None
-) -> ssl.IOpenSSLClientConnectionCreator:
+) -> IOpenSSLClientConnectionCreator:
     """TLS client options that verify the server's certificate and name (service-identity)."""
     return ssl.optionsForClientTLS(
         hostname,

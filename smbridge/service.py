@@ -17,9 +17,14 @@ from twisted.internet.endpoints import (
     TCP6ServerEndpoint,
     wrapClientTLS,
 )
-from twisted.internet.interfaces import IStreamServerEndpoint
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import (
+    IProtocol,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+    IStreamServerEndpoint,
+)
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from smbridge import pki
 from smbridge.config import BridgeConfig
@@ -45,7 +50,7 @@ class BridgeService(MultiService):
     log = Logger()
 
     def __init__(self, config: BridgeConfig, reactor: Any) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.config = config
         self.reactor = reactor
         self.batcher = WriteBatcher(reactor)
@@ -59,8 +64,8 @@ class BridgeService(MultiService):
             str(address),
             config.max_frame,
         )
-        self.upstream.setName("upstream")
-        self.upstream.setServiceParent(self)
+        self.upstream.setName("upstream")  # type: ignore[no-untyped-call]
+        self.upstream.setServiceParent(self)  # type: ignore[no-untyped-call]
         self.router = Router(self.registry, self.upstream, config.identity)
         self.connections = ClientConnectionFactory(self.router, self.batcher, config.max_frame)
         self.listener: ListenerService | None = None
@@ -70,15 +75,14 @@ class BridgeService(MultiService):
         sniff = SniffingFactory(self.connections, options, self.config.allow_cleartext)
         endpoint = server_endpoint(self.reactor, self.config.port, self.config.interface)
         self.listener = ListenerService("client-listener", endpoint, sniff, track=False)
-        self.listener.setServiceParent(self)
-        super().startService()
+        self.listener.setServiceParent(self)  # type: ignore[no-untyped-call]
+        super().startService()  # type: ignore[no-untyped-call]
 
     def when_ready(self) -> defer.Deferred[None]:
         """Fire once the listener is bound and the Notifier link is up."""
         assert self.listener is not None, "start the service first"
-        return defer.gatherResults(
-            [self.listener.when_listening(), self.upstream.when_up()], consumeErrors=True
-        ).addCallback(lambda _: None)
+        waits: list[defer.Deferred[Any]] = [self.listener.when_listening(), self.upstream.when_up()]
+        return defer.gatherResults(waits, consumeErrors=True).addCallback(lambda _: None)
 
     @property
     def port(self) -> int:
@@ -99,15 +103,16 @@ class BridgeService(MultiService):
         return defer.gatherResults([closed, stopped]).addCallback(lambda _: None)
 
 
+@implementer(IStreamClientEndpoint)
 class _LazyTLSEndpoint:
     """The TLS client endpoint toward the Notifier, built on first use (reads the PEM files)."""
 
     def __init__(self, reactor: Any, config: BridgeConfig) -> None:
         self._reactor = reactor
         self._config = config
-        self._endpoint: Any = None
+        self._endpoint: IStreamClientEndpoint | None = None
 
-    def connect(self, factory: Factory) -> defer.Deferred[Any]:
+    def connect(self, factory: IProtocolFactory) -> defer.Deferred[IProtocol]:
         if self._endpoint is None:
             address = self._config.notifier
             try:
@@ -121,4 +126,4 @@ class _LazyTLSEndpoint:
             self._endpoint = wrapClientTLS(
                 options, HostnameEndpoint(self._reactor, address.host, address.port, timeout=10)
             )
-        return self._endpoint.connect(factory)  # type: ignore[no-any-return]
+        return self._endpoint.connect(factory)

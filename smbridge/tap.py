@@ -74,7 +74,7 @@ class Options(usage.Options):
     ]
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.notifiers: list[NotifierAddress] = []
         self.config: BridgeConfig | None = None
 

@@ -92,6 +92,8 @@ def start_site(
     site: Any = None,
     allow_cleartext: bool = False,
     session_timeout: int = 1800,
+    notifier_name: str = "localhost",
+    wait_for_link: bool = True,
     **bridge_options: Any,
 ) -> Any:
     """Start a reference Notifier (demo site unless given) and a bridge on 127.0.0.1:0."""
@@ -123,7 +125,7 @@ def start_site(
         ),
         tls=TLSFiles(files.bridge, files.bridge_client, files.ca),
         notifiers=(NotifierAddress("127.0.0.1", running.link_port),),
-        notifier_name="localhost",
+        notifier_name=notifier_name,
         port=0,
         interface="127.0.0.1",
         allow_cleartext=allow_cleartext,
@@ -134,7 +136,11 @@ def start_site(
     bridge.startService()
     running.bridge = bridge
     running.services.append(bridge)
-    yield bridge.when_ready()
+    if wait_for_link:
+        yield bridge.when_ready()
+    else:
+        assert bridge.listener is not None
+        yield bridge.listener.when_listening()
     return running
 
 

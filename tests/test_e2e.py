@@ -149,3 +149,27 @@ class EndToEnd(TestCase):
         beat = yield client.heartbeat()  # the session itself lives on the bridge
         self.assertTrue(beat["sessionUpdated"])
         yield client.logoff()
+
+
+class NotifierIdentity(TestCase):
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_wrong_notifier_name_is_refused(self):
+        """A Notifier whose certificate does not carry the expected name never gets the link."""
+        site = yield start_site(
+            reactor,
+            Path(tempfile.mkdtemp(prefix="smbridge-e2e-")),
+            notifier_name="cic9.example.com",
+            wait_for_link=False,
+        )
+        self.addCleanup(site.stop)
+        upstream = site.bridge.upstream
+        yield poll(lambda: upstream.last_error is not None)
+        self.assertFalse(upstream.up)
+        self.assertIn("cic9.example.com", upstream.last_error)
+        client = yield connect(reactor, f"tls://localhost:{site.client_port}", ca=site.pki.ca)
+        with self.assertRaises(ClientError) as caught:
+            yield client.logon("agent1", "demo")
+        self.assertEqual(caught.exception.code, "upstream-unavailable")
+        yield client.close()

@@ -370,3 +370,18 @@ def test_reconnect_announces_sessions_and_resubscribes():
     kinds = {(f.object_type, f.event_id): f.parsed() for f in frames}
     assert kinds[c.LINK_SESSION_OPENED]["sessionId"] == session["sessionId"]
     assert kinds[c.LINK_SUBSCRIBE] == {"topic": "queue:Sales", "sub": sub.parsed()["sub"]}
+
+
+def test_get_version_after_logon_does_not_restart_the_timer():
+    """GetVersion is answered in a session but leaves the timer alone; Heartbeat restarts it."""
+    h = Harness()
+    conn, t, _ = h.logon()  # 1800 s timeout, notice 60 s before expiry
+    h.clock.advance(1000)
+    h.send(conn, c.GET_VERSION, 50)
+    assert h.received(t)[0].parsed()["protocol"] == 1
+    h.clock.advance(740)  # 1740 s after logon: the notice is due unless the timer moved
+    assert [f.parsed() for f in h.received(t)] == [{"secondsLeft": 60}]
+    h.send(conn, c.HEARTBEAT, 51)
+    h.received(t)
+    h.clock.advance(1739)
+    assert h.received(t) == [] and len(h.registry) == 1

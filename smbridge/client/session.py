@@ -267,7 +267,7 @@ def connect(
         options = pki.client_options(name, ca) if ca is not None else ssl.optionsForClientTLS(name)
         endpoint = wrapClientTLS(options, endpoint)
     protocol = BridgeProtocol(tls=address.tls)
-    connecting: Deferred[BridgeProtocol] = connectProtocol(endpoint, protocol)  # type: ignore[no-untyped-call]
+    connecting: Deferred[BridgeProtocol] = connectProtocol(endpoint, protocol)
     d = connecting.addCallback(lambda p: p.ready)
     d.addTimeout(
         timeout, reactor, onTimeoutCancel=lambda *_: _timed_out(protocol, address, timeout)

@@ -44,7 +44,7 @@ class ControlResource(Resource):
     isLeaf = True
 
     def __init__(self, notifier: Notifier, traffic: Traffic) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.notifier = notifier
         self.traffic = traffic
         self.routes: dict[str, tuple[bytes, Handler, bool]] = {

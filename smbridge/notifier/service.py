@@ -36,7 +36,7 @@ from smbridge.notifier.traffic import Traffic
 def _first_error(failure: Failure) -> Failure:
     """Unwrap gatherResults' FirstError so callers see the listener's own failure."""
     if isinstance(failure.value, FirstError):
-        return failure.value.subFailure  # type: ignore[no-any-return]
+        return failure.value.subFailure
     return failure
 
 
@@ -51,7 +51,7 @@ class NotifierService(MultiService):
         link_endpoint: IStreamServerEndpoint,
         control_endpoint: IStreamServerEndpoint | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.site = site
         self.notifier = Notifier(site, reactor)
         self.traffic = Traffic(
@@ -62,13 +62,13 @@ class NotifierService(MultiService):
             max_queue_length=site.traffic.max_queue_length,
         )
         self._link = ListenerService("link", link_endpoint, NotifierLinkFactory(self.notifier))
-        self._link.setServiceParent(self)
+        self._link.setServiceParent(self)  # type: ignore[no-untyped-call]
         self._control: ListenerService | None = None
         if control_endpoint is not None:
             self._control = ListenerService(
                 "control", control_endpoint, control_site(self.notifier, self.traffic)
             )
-            self._control.setServiceParent(self)
+            self._control.setServiceParent(self)  # type: ignore[no-untyped-call]
 
     @property
     def link_port(self) -> IListeningPort | None:
@@ -86,9 +86,10 @@ class NotifierService(MultiService):
         return d.addCallback(lambda _: None)
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         self.traffic.start()
 
     def stopService(self) -> Deferred[Any]:
         self.traffic.stop()
-        return super().stopService()  # type: ignore[no-any-return]
+        d: Deferred[Any] = super().stopService()  # type: ignore[no-untyped-call]
+        return d

@@ -128,7 +128,13 @@ class ClientConnectionFactory(Factory):
         for conn in list(self.connections):
             conn.close()
         abort = clock.callLater(grace, self._abort_all)
-        return d.addBoth(lambda r: (abort.cancel() if abort.active() else None, r)[1])
+
+        def cancel_abort(result: None | Failure) -> None | Failure:
+            if abort.active():
+                abort.cancel()
+            return result
+
+        return d.addBoth(cancel_abort)
 
     def _abort_all(self) -> None:
         for conn in list(self.connections):

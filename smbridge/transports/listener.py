@@ -79,5 +79,5 @@ class SniffingFactory(Factory):
         self.tls = TLSMemoryBIOFactory(tls_options, False, app)
         self.allow_cleartext = allow_cleartext
 
-    def buildProtocol(self, addr: object) -> SniffingProtocol:  # type: ignore[override]
+    def buildProtocol(self, addr: object) -> SniffingProtocol:
         return SniffingProtocol(self)

@@ -62,6 +62,7 @@ class UpstreamConnector(Service):
         self.state = LinkState.DISCONNECTED
         self.link: UpstreamLink | None = None
         self.registered: dict[str, Any] = {}  # the Notifier's Register answer
+        self.last_error: str | None = None  # why the link last dropped, until it is up again
         self.notification: Callable[[Frame], None] = lambda frame: None
         self._up_listeners: list[Callable[[], None]] = []
         self._waiting_up: list[defer.Deferred[None]] = []
@@ -77,12 +78,12 @@ class UpstreamConnector(Service):
 
     # --- lifecycle ------------------------------------------------------------
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         self._move(LinkState.CONNECTING)
         self._client.startService()
 
     def stopService(self) -> defer.Deferred[None]:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         d: defer.Deferred[None] = self._client.stopService()
         return d
 
@@ -136,6 +137,7 @@ class UpstreamConnector(Service):
             return
         self.link = link
         self.registered = reply
+        self.last_error = None
         self._move(LinkState.UP, cic=reply.get("cic"))
         for listener in self._up_listeners:
             try:
@@ -159,6 +161,7 @@ class UpstreamConnector(Service):
         if self.link is link:
             self.link = None
         why = reason.getErrorMessage() if reason is not None else "closed"
+        self.last_error = why
         self._move(LinkState.CONNECTING if self.running else LinkState.DISCONNECTED, reason=why)
 
     # --- requests -----------------------------------------------------------------

@@ -152,7 +152,7 @@ class UpstreamLinkFactory(Factory):
         self.batcher = batcher
         self.max_frame = max_frame
 
-    def buildProtocol(self, addr: object) -> UpstreamLink:  # type: ignore[override]
+    def buildProtocol(self, addr: object) -> UpstreamLink:
         link = UpstreamLink(self.connector, self.batcher, self.max_frame)
         link.factory = self
         return link
