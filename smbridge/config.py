@@ -67,6 +67,7 @@ class BridgeConfig:
     allow_cleartext: bool = False
     policy: TimeoutPolicy = field(default_factory=TimeoutPolicy)
     max_frame: int = DEFAULT_MAX_FRAME
+    max_watches: int = 200  # watches one session may hold (queues, users, workgroups)
 
     @property
     def notifier(self) -> NotifierAddress:

@@ -69,6 +69,7 @@ class Options(usage.Options):
             int,
         ],
         ["max-frame", None, DEFAULT_MAX_FRAME, "largest frame accepted, bytes", int],
+        ["max-watches", None, 200, "watches one session may hold", int],
         ["notifier-port", None, 5597, "--demo: the embedded Notifier's link port", _port],
         ["control-port", None, 8090, "--demo: the embedded Notifier's control API port", _port],
     ]
@@ -90,6 +91,8 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--kind must be one of {', '.join(KINDS)}, not {self['kind']!r}"
             )
+        if self["max-watches"] < 1:
+            raise usage.UsageError("--max-watches must be at least 1")
         if self["max-frame"] < 1024:
             raise usage.UsageError("--max-frame must be at least 1024 bytes")
         try:
@@ -123,6 +126,7 @@ class Options(usage.Options):
             allow_cleartext=bool(self["allow-cleartext"]),
             policy=policy,
             max_frame=self["max-frame"],
+            max_watches=self["max-watches"],
         )
 
     def _tls_files(self, work: Path, demo: bool) -> TLSFiles:

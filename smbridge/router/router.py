@@ -23,6 +23,7 @@ from smbridge.codec.catalog import (
     CREATE_SESSION,
     DESTROY_SESSION,
     GET_DIRECTORY,
+    GET_RESOURCE_URI,
     GET_SERVERS,
     GET_VERSION,
     HEARTBEAT,
@@ -34,6 +35,7 @@ from smbridge.codec.catalog import (
     MessageType,
 )
 from smbridge.errors import BadRequest, NoSession, ProtocolError
+from smbridge.resources import NoResources, ResourceProvider
 from smbridge.router.directory import DirectoryCache
 from smbridge.router.fanout import FanOut
 from smbridge.router.identity import with_identity
@@ -109,7 +111,9 @@ class Router:
             WATCH_QUEUE: self._watch_queue,
             UNWATCH_QUEUE: self._unwatch_queue,
             GET_DIRECTORY: self._get_directory,
+            GET_RESOURCE_URI: self._resource_uri,
         }
+        self.resources: ResourceProvider = NoResources()
         registry.on_end(self._session_ended)
         upstream.notification = self.fanout.event
         upstream.on_up(self._link_up)
@@ -233,6 +237,7 @@ class Router:
             rights=list(who.get("rights", [])),
         )
         session = self.registry.create(info, conn, timeout, notify, conn.kind, conn.remote)
+        session.origin = conn.origin
         conn.session = session
         self._announce(session)
         registered = self.upstream.registered
@@ -252,7 +257,7 @@ class Router:
                 "displayName": info.display_name,
                 "extension": info.extension,
             },
-            "resources": {},
+            "resources": self.resources.for_session(session.origin),
         }
 
     def _session_ended(self, session: Session, reason: EndReason) -> None:
@@ -301,6 +306,14 @@ class Router:
         topic = queue_topic(_text(frame.body or {}, "queue") or "")
         session.topics.discard(topic)
         return {"watching": False, "released": self.fanout.unwatch(topic, session)}
+
+    def _resource_uri(self, session: Session, frame: Frame) -> Reply:
+        body = frame.body or {}
+        kind = _text(body, "kind") or ""
+        path = body.get("path", "")
+        if not isinstance(path, str):
+            raise BadRequest("path must be a string")
+        return {"kind": kind, "path": path, "uri": self.resources.uri(session.origin, kind, path)}
 
     def _get_directory(self, session: Session, frame: Frame) -> Reply:
         return self.directories.get(_text(frame.body or {}, "name") or "")

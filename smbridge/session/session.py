@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IReactorTime
 from smbridge.codec import Kind, encode
 from smbridge.codec.catalog import SESSION_TERMINATED, TERMINATION_IMMINENT
 from smbridge.codec.frames import dump_json
+from smbridge.resources import Origin
 from smbridge.session.timer import SessionTimer
 
 
@@ -91,6 +92,7 @@ class Session:
         self.logon_time = clock.seconds()
         self.state = State.ACTIVE
         self.topics: set[str] = set()
+        self.origin = Origin(transport)  # how the client reached us (resource URIs)
         self._on_end = on_end
         self.timer = SessionTimer(clock, timeout, notify_imminent, self._imminent, self._expired)
         # The identity a forwarded request carries upstream, encoded once.

@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 
 from smbridge.codec import BadFrame, Decoder, Frame, Kind, encode_error
 from smbridge.codec.frames import DEFAULT_MAX_FRAME
+from smbridge.resources import Origin
 from smbridge.transports.batch import BatchedProtocol, WriteBatcher
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ class ClientConnection(BatchedProtocol):
         self.kind = kind  # "tls" or "clear" (later "ws"/"wss")
         self.session: Session | None = None
         self.remote = ""
+        self.origin = Origin(kind)  # the tunnel replaces it with the decoded URI
 
     def connectionMade(self) -> None:
         self.connected = True
