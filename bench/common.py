@@ -150,3 +150,22 @@ def write_results(name: str, results: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     return path
+
+
+@defer.inlineCallbacks
+def wait_registered(reactor: Any, control: str, deadline: float = 30.0) -> Any:
+    """Poll the Notifier's control API until a bridge (or stand-in) is connected to it."""
+    from twisted.internet import task
+
+    from smbridge.testing import http_json
+
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            _, state = yield http_json(reactor, "GET", f"{control}/api/state")
+            if any(b.get("connected") for b in state.get("bridges", [])):
+                return state
+        except Exception:
+            pass
+        yield task.deferLater(reactor, 0.1, lambda: None)
+    raise TimeoutError("no bridge registered with the Notifier")

@@ -28,7 +28,7 @@ import treq  # noqa: E402
 from twisted.internet import defer, task  # noqa: E402
 
 from bench import fanout, roundtrip  # noqa: E402
-from bench.common import BIN, Server, free_port, wait_for_port, write_results  # noqa: E402
+from bench.common import BIN, Server, free_port, wait_for_port, wait_registered, write_results  # noqa: E402
 from smbridge import pki  # noqa: E402
 
 FULL = {
@@ -49,22 +49,6 @@ QUICK = {
     "fan_cps": 200.0,
     "fan_seconds": 1.0,
 }
-
-
-@defer.inlineCallbacks
-def wait_logon(reactor: Any, control: str, deadline: float = 30.0) -> Any:
-    """Poll the Notifier's control API until the bridge is registered."""
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        try:
-            response = yield treq.get(f"{control}/api/state")
-            state = yield response.json()
-            if state.get("bridges"):
-                return state
-        except Exception:
-            pass
-        yield task.deferLater(reactor, 0.1, lambda: None)
-    raise TimeoutError("the bridge did not register with the Notifier")
 
 
 @defer.inlineCallbacks
@@ -89,6 +73,10 @@ def main(reactor: Any, args: argparse.Namespace) -> Any:
             str(files.notifier),
             "--ca",
             str(files.ca),
+            "--http-port",
+            "off",
+            "--https-port",
+            "off",
         ],
         work,
     )
@@ -105,6 +93,10 @@ def main(reactor: Any, args: argparse.Namespace) -> Any:
             "--interface",
             "127.0.0.1",
             "--allow-cleartext",
+            "--ws-port",
+            "off",
+            "--wss-port",
+            "off",
             "--work-path",
             str(work),
         ],
@@ -119,7 +111,7 @@ def main(reactor: Any, args: argparse.Namespace) -> Any:
     try:
         wait_for_port(c_port)
         wait_for_port(b_port)
-        yield wait_logon(reactor, control)
+        yield wait_registered(reactor, control)
         yield treq.post(f"{control}/api/traffic", json={"callsPerSecond": 0})
         via, dire = [], []
         for _ in range(p["rounds"]):

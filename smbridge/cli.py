@@ -24,8 +24,9 @@ from twisted.internet.task import react
 
 from smbridge import __version__
 from smbridge.client import BridgeClient, ClientError, connect, parse_bridge_uri
+from smbridge.client.ws import DEFAULT_CLIENT_TYPE
 from smbridge.codec import Frame
-from smbridge.codec.catalog import CREATE_SESSION, GET_DIRECTORY, WATCH_QUEUE
+from smbridge.codec.catalog import CREATE_SESSION, GET_DIRECTORY, GET_RESOURCE_URI, WATCH_QUEUE
 
 DEMO_CA = Path("smbridge-work/pki/ca.pem")
 PASSWORD_ENV = "SMBRIDGE_PASSWORD"
@@ -42,7 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_client(commands: Any) -> None:
     p = commands.add_parser("client", help="log on to a bridge, watch queues, print notifications")
-    p.add_argument("uri", metavar="URI", help="tls://HOST[:3952] or tcp://HOST[:3952]")
+    p.add_argument(
+        "uri",
+        metavar="URI",
+        help="tls://HOST[:3952], tcp://HOST[:3952], or wss://PROXY/[extra/]SERVER/session (or ws://)",
+    )
     p.add_argument("--user", required=True)
     secret = p.add_mutually_exclusive_group()
     secret.add_argument("--password", help=f"(prefer --password-file or ${PASSWORD_ENV})")
@@ -50,6 +55,26 @@ def _add_client(commands: Any) -> None:
     p.add_argument("--station")
     p.add_argument("--watch", action="append", default=[], metavar="queue:NAME", help="repeatable")
     p.add_argument("--directory", action="append", default=[], metavar="NAME", help="repeatable")
+    p.add_argument(
+        "--download",
+        action="append",
+        default=[],
+        metavar="KIND:PATH",
+        help="download a resource, e.g. httpsecure:status-icons/Away.png (repeatable)",
+    )
+    p.add_argument(
+        "--download-dir",
+        type=Path,
+        default=Path("."),
+        metavar="DIR",
+        help="where downloads are saved (default: the current directory)",
+    )
+    p.add_argument(
+        "--client-type",
+        default=DEFAULT_CLIENT_TYPE,
+        metavar="NAME",
+        help=f"ININ-Client-Type sent on ws:// and wss:// (default {DEFAULT_CLIENT_TYPE})",
+    )
     p.add_argument(
         "--ca",
         type=Path,
@@ -81,6 +106,7 @@ def _client_command(args: argparse.Namespace) -> None:
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     args.queues = [queue_name(w) for w in args.watch]
+    args.downloads = [download_spec(d) for d in args.download]
     args.password = resolve_password(args.password, args.password_file, os.environ)
     if args.ca is None and DEMO_CA.exists():
         args.ca = DEMO_CA
@@ -93,6 +119,22 @@ def queue_name(watch: str) -> str:
     if not sep or kind != "queue" or not name:
         raise argparse.ArgumentTypeError(f"--watch {watch!r}: expected queue:NAME")
     return name
+
+
+def download_spec(text: str) -> tuple[str, str]:
+    """``httpsecure:status-icons/Away.png`` → ``("httpsecure", "status-icons/Away.png")``."""
+    kind, sep, path = text.partition(":")
+    if not sep or not kind or not path:
+        raise argparse.ArgumentTypeError(f"--download {text!r}: expected KIND:PATH")
+    return kind, path
+
+
+def save_name(directory: Path, path: str) -> Path:
+    """Where a download is saved: its last path segment (never outside ``directory``)."""
+    name = path.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+    if name in ("", ".", ".."):
+        name = "download"
+    return directory / name
 
 
 def resolve_password(password: str | None, password_file: Path | None, environ: Any) -> str:
@@ -159,6 +201,14 @@ class Printer:
             f"directory {reply.get('name')}: {count} entries", "GetDirectory", GET_DIRECTORY, reply
         )
 
+    def download(self, kind: str, path: str, uri: str, size: int, saved: Path) -> None:
+        self._emit(
+            f"downloaded {kind}:{path}: {size} bytes from {uri} to {saved}",
+            "GetResourceUri",
+            GET_RESOURCE_URI,
+            {"kind": kind, "path": path, "uri": uri, "bytes": size, "file": str(saved)},
+        )
+
     def notification(self, name: str, frame: Frame) -> None:
         body = frame.parsed()
         text = f"{name} {json.dumps(body, separators=(',', ':'), ensure_ascii=False)}"
@@ -200,7 +250,12 @@ async def run_client(
     reactor.callWhenRunning(on_signals, reactor, request_stop)
     try:
         client: BridgeClient = await connect(
-            reactor, args.uri, ca=args.ca, hostname=args.hostname, timeout=args.timeout
+            reactor,
+            args.uri,
+            ca=args.ca,
+            hostname=args.hostname,
+            timeout=args.timeout,
+            client_type=getattr(args, "client_type", DEFAULT_CLIENT_TYPE),
         )
     except Exception as e:
         _fail(f"cannot connect to {args.uri}: {e}")
@@ -230,6 +285,11 @@ async def run_client(
             printer.snapshot(await client.watch_queue(queue))
         for name in args.directory:
             printer.directory(await client.get_directory(name))
+        for kind, path in getattr(args, "downloads", []):
+            uri, content = await client.download(kind, path)
+            saved = save_name(args.download_dir, path)
+            saved.write_bytes(content)
+            printer.download(kind, path, uri, len(content), saved)
     except ClientError as e:
         if not stop.called or stop.result == "closed":
             await client.close()

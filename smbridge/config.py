@@ -11,6 +11,8 @@ from smbridge.session.negotiate import TimeoutPolicy
 
 NOTIFIER_PORT = 5597
 CLIENT_PORT = 3952
+WS_PORT = 8951
+WSS_PORT = 8952
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,17 @@ class TLSFiles:
 
 
 @dataclass(frozen=True)
+class TunnelSettings:
+    """The WebSocket tunnel's behaviour (docs/tunnel.md)."""
+
+    require_client_type: bool = True  # refuse handshakes without ININ-Client-Type (403)
+    ping_interval: float = 20.0  # seconds between pings; 0 turns them off
+    ping_timeout: float = 20.0  # no pong within this: the connection is dropped
+    open_timeout: float = 10.0  # the opening handshake must finish within this
+    close_timeout: float = 5.0  # the closing handshake, likewise
+
+
+@dataclass(frozen=True)
 class BridgeConfig:
     identity: BridgeIdentity
     tls: TLSFiles
@@ -68,6 +81,13 @@ class BridgeConfig:
     policy: TimeoutPolicy = field(default_factory=TimeoutPolicy)
     max_frame: int = DEFAULT_MAX_FRAME
     max_watches: int = 200  # watches one session may hold (queues, users, workgroups)
+    trim_interval: float = 60.0  # seconds between handing free memory back (0: never)
+    ws_port: int | None = None  # WebSocket tunnel, clear text; None: off (twistd: 8951)
+    wss_port: int | None = None  # WebSocket tunnel over TLS; None: off (twistd: 8952)
+    tunnel: TunnelSettings = field(default_factory=TunnelSettings)
+    # Ports of the CIC server's Table 8 services in direct (non-tunnel) resource URIs,
+    # by kind ("http", "httpsecure", ...); unnamed kinds keep Table 8's ports.
+    resource_ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def notifier(self) -> NotifierAddress:

@@ -28,6 +28,8 @@ class DemoConfig:
     work_path: Path
     notifier_port: int = 5597
     control_port: int = 8090
+    http_port: int | None = 8018  # the Notifier's resource host (Table 8's http); None: off
+    https_port: int | None = 8019  # and its HTTPS side (httpsecure, reporting)
 
 
 def demo_tls(work_path: Path) -> TLSFiles:
@@ -63,6 +65,21 @@ class DemoService(MultiService):
             control_endpoint=TCP4ServerEndpoint(
                 self.reactor, config.control_port, interface="127.0.0.1"
             ),
+            http_endpoint=(
+                TCP4ServerEndpoint(self.reactor, config.http_port, interface="127.0.0.1")
+                if config.http_port is not None
+                else None
+            ),
+            https_endpoint=(
+                SSL4ServerEndpoint(
+                    self.reactor,
+                    config.https_port,
+                    pki.server_options(files.notifier),
+                    interface="127.0.0.1",
+                )
+                if config.https_port is not None
+                else None
+            ),
         )
         self.notifier.setName("notifier")
         self.notifier.setServiceParent(self)
@@ -78,24 +95,39 @@ class DemoService(MultiService):
             tls=demo_tls(self.config.work_path),
             notifiers=(NotifierAddress("127.0.0.1", link_port),),
             notifier_name="localhost",
+            resource_ports={**self._resource_ports(), **self.config.bridge.resource_ports},
         )
         self.bridge = BridgeService(bridge_config, self.reactor)
         self.bridge.setName("bridge")  # type: ignore[no-untyped-call]
         self.bridge.setServiceParent(self)  # type: ignore[no-untyped-call]
         self.bridge.when_ready().addCallback(self._write_ports)
 
+    def _resource_ports(self) -> dict[str, int]:
+        """Direct resource URIs of the demo point at the embedded Notifier's resource host."""
+        ports: dict[str, int] = {}
+        if self.notifier.http_port is not None:
+            ports["http"] = self.notifier.http_port.getHost().port
+        if self.notifier.https_port is not None:
+            https = self.notifier.https_port.getHost().port
+            ports.update(httpsecure=https, reporting=https)
+        return ports
+
     def _write_ports(self, _: object) -> None:
         assert self.bridge is not None
+        tunnel = self.bridge.tunnel
         ports = {
             "client": self.bridge.port,
             "notifier": self.notifier.link_port.getHost().port,
             "control": self.notifier.control_port.getHost().port,
+            "ws": tunnel.ws_port if tunnel is not None else None,
+            "wss": tunnel.wss_port if tunnel is not None else None,
+            **{f"notifier_{kind}": port for kind, port in self._resource_ports().items()},
         }
         path = self.config.work_path / "ports.json"
         path.write_text(json.dumps(ports) + "\n")
         self.log.info(
-            "Demo ready: clients on tls://localhost:{client}, Notifier control API on "
-            "http://127.0.0.1:{control}/api/state",
+            "Demo ready: clients on tls://localhost:{client} (WebSocket: ws {ws}, wss {wss}), "
+            "Notifier control API on http://127.0.0.1:{control}/api/state",
             event="demo.ready",
             **ports,
         )

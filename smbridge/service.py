@@ -1,4 +1,4 @@
-"""The bridge as one MultiService: upstream connector and client listener.
+"""The bridge as one MultiService: upstream connector, client listener, WebSocket tunnel.
 
 Construction does no I/O. Certificates are read and sockets opened in
 ``startService``; ``when_ready()`` fires once the listener is bound and the
@@ -18,6 +18,7 @@ from twisted.internet.endpoints import (
     wrapClientTLS,
 )
 from twisted.internet.interfaces import (
+    IOpenSSLServerConnectionCreator,
     IProtocol,
     IProtocolFactory,
     IStreamClientEndpoint,
@@ -29,12 +30,15 @@ from zope.interface import implementer
 from smbridge import pki
 from smbridge.config import BridgeConfig
 from smbridge.listening import ListenerService
+from smbridge.memory import MemoryTrimmer
 from smbridge.router.router import Router
 from smbridge.session.registry import SessionRegistry
 from smbridge.session.session import EndReason
 from smbridge.transports.batch import WriteBatcher
 from smbridge.transports.connection import ClientConnectionFactory
 from smbridge.transports.listener import SniffingFactory
+from smbridge.tunnel.tunnel import BridgeNames, TunnelService, registered_cic
+from smbridge.tunnel.uris import TableEight
 from smbridge.upstream.connector import UpstreamConnector
 
 
@@ -64,11 +68,47 @@ class BridgeService(MultiService):
             str(address),
             config.max_frame,
         )
+        self.trimmer = MemoryTrimmer(reactor, config.trim_interval)
+        self.trimmer.setServiceParent(self)  # type: ignore[no-untyped-call]
         self.upstream.setName("upstream")  # type: ignore[no-untyped-call]
         self.upstream.setServiceParent(self)  # type: ignore[no-untyped-call]
-        self.router = Router(self.registry, self.upstream, config.identity)
+        self.router = Router(self.registry, self.upstream, config.identity, config.max_watches)
         self.connections = ClientConnectionFactory(self.router, self.batcher, config.max_frame)
         self.listener: ListenerService | None = None
+        self.names = BridgeNames(
+            lambda: registered_cic(self.upstream.registered),
+            self.router.parameters,
+            (config.identity.name, config.identity.fqdn),
+        )
+        self.router.resources = TableEight(
+            self.names.server_names, config.notifier.host, config.resource_ports
+        )
+        self.tunnel: TunnelService | None = None
+        if config.ws_port is not None or config.wss_port is not None:
+            self.tunnel = self._tunnel_service()
+            self.tunnel.setServiceParent(self)  # type: ignore[no-untyped-call]
+
+    def _tunnel_service(self) -> TunnelService:
+        config, reactor = self.config, self.reactor
+        ws = None
+        if config.ws_port is not None:
+            ws = server_endpoint(reactor, config.ws_port, config.interface)
+        wss_port = config.wss_port
+
+        def wss() -> tuple[IStreamServerEndpoint, IOpenSSLServerConnectionCreator]:
+            # Called at start: the certificate is read then, not at construction.
+            assert wss_port is not None
+            endpoint = server_endpoint(reactor, wss_port, config.interface)
+            return endpoint, pki.server_options(config.tls.cert)
+
+        return TunnelService(
+            self.connections,
+            self.names,
+            config.tunnel,
+            reactor,
+            ws,
+            wss if wss_port is not None else None,
+        )
 
     def startService(self) -> None:
         options = pki.server_options(self.config.tls.cert)
@@ -82,6 +122,8 @@ class BridgeService(MultiService):
         """Fire once the listener is bound and the Notifier link is up."""
         assert self.listener is not None, "start the service first"
         waits: list[defer.Deferred[Any]] = [self.listener.when_listening(), self.upstream.when_up()]
+        if self.tunnel is not None:
+            waits.append(self.tunnel.when_listening())
         return defer.gatherResults(waits, consumeErrors=True).addCallback(lambda _: None)
 
     @property

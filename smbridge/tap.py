@@ -10,7 +10,15 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from smbridge.codec.frames import DEFAULT_MAX_FRAME
-from smbridge.config import CLIENT_PORT, BridgeConfig, NotifierAddress, TLSFiles
+from smbridge.config import (
+    CLIENT_PORT,
+    WS_PORT,
+    WSS_PORT,
+    BridgeConfig,
+    NotifierAddress,
+    TLSFiles,
+    TunnelSettings,
+)
 from smbridge.router.router import BridgeIdentity
 from smbridge.session.negotiate import TimeoutPolicy
 
@@ -25,6 +33,28 @@ def _port(value: str) -> int:
 
 
 _port.coerceDoc = "A TCP port, 0..65535."  # type: ignore[attr-defined]
+
+
+def _port_or_off(flag: str, value: object) -> int | None:
+    """A port option that also takes ``off``; 0 means any free port."""
+    text = str(value).strip().lower()
+    if text in ("off", "none"):
+        return None
+    try:
+        return _port(text)
+    except ValueError:
+        raise usage.UsageError(
+            f"{flag}: expected a port 0..65535 or 'off', not {value!r}"
+        ) from None
+
+
+def _yes_no(flag: str, value: object) -> bool:
+    text = str(value).strip().lower()
+    if text in ("yes", "on", "true", "1"):
+        return True
+    if text in ("no", "off", "false", "0"):
+        return False
+    raise usage.UsageError(f"{flag}: expected yes or no, not {value!r}")
 
 
 class Options(usage.Options):
@@ -70,13 +100,36 @@ class Options(usage.Options):
         ],
         ["max-frame", None, DEFAULT_MAX_FRAME, "largest frame accepted, bytes", int],
         ["max-watches", None, 200, "watches one session may hold", int],
+        ["trim-interval", None, 60.0, "seconds between giving free memory back (0: never)", float],
+        ["ws-port", None, str(WS_PORT), "WebSocket tunnel port, clear text (or 'off')"],
+        ["wss-port", None, str(WSS_PORT), "WebSocket tunnel port over TLS (or 'off')"],
+        [
+            "require-client-type",
+            None,
+            "yes",
+            "tunnel: refuse handshakes without an ININ-Client-Type header (yes/no)",
+        ],
+        ["ws-ping-interval", None, 20.0, "tunnel: seconds between pings (0: none)", float],
         ["notifier-port", None, 5597, "--demo: the embedded Notifier's link port", _port],
         ["control-port", None, 8090, "--demo: the embedded Notifier's control API port", _port],
+        [
+            "notifier-http-port",
+            None,
+            "8018",
+            "--demo: the embedded Notifier's HTTP resource port (or 'off')",
+        ],
+        [
+            "notifier-https-port",
+            None,
+            "8019",
+            "--demo: the embedded Notifier's HTTPS resource port (or 'off')",
+        ],
     ]
 
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.notifiers: list[NotifierAddress] = []
+        self.resource_ports: dict[str, int] = {}
         self.config: BridgeConfig | None = None
 
     def opt_notifier(self, value: str) -> None:
@@ -85,6 +138,23 @@ class Options(usage.Options):
             self.notifiers.append(NotifierAddress.parse(value))
         except ValueError as e:
             raise usage.UsageError(f"--notifier: {e}") from None
+
+    def opt_resource_port(self, value: str) -> None:
+        """KIND=PORT: a Table 8 port in direct resource URIs (repeatable; e.g. httpsecure=8019)."""
+        from smbridge.tunnel.uris import KINDS
+
+        kind, sep, port = value.partition("=")
+        if not sep or kind not in KINDS:
+            raise usage.UsageError(
+                f"--resource-port {value!r}: expected KIND=PORT, KIND one of {', '.join(KINDS)}"
+            )
+        try:
+            number = _port(port)
+        except ValueError:
+            raise usage.UsageError(f"--resource-port {value!r}: bad port {port!r}") from None
+        if number == 0:
+            raise usage.UsageError(f"--resource-port {value!r}: the port cannot be 0")
+        self.resource_ports[kind] = number
 
     def postOptions(self) -> None:
         if self["kind"] not in KINDS:
@@ -95,6 +165,11 @@ class Options(usage.Options):
             raise usage.UsageError("--max-watches must be at least 1")
         if self["max-frame"] < 1024:
             raise usage.UsageError("--max-frame must be at least 1024 bytes")
+        for flag in ("ws-port", "wss-port", "notifier-http-port", "notifier-https-port"):
+            self[flag] = _port_or_off(f"--{flag}", self[flag])
+        self["require-client-type"] = _yes_no("--require-client-type", self["require-client-type"])
+        if not 0 <= self["ws-ping-interval"] <= 3600:
+            raise usage.UsageError("--ws-ping-interval must be 0..3600 seconds")
         try:
             policy = TimeoutPolicy(self["session-timeout"], self["session-timeout-floor"])
         except ValueError as e:
@@ -114,7 +189,7 @@ class Options(usage.Options):
             fqdn=self["fqdn"] or ("localhost" if demo else socket.getfqdn()),
             kind=self["kind"],
             location=self["location"],
-            ports={"tls": self["port"], "ws": None, "wss": None},
+            ports={"tls": self["port"], "ws": self["ws-port"], "wss": self["wss-port"]},
         )
         self.config = BridgeConfig(
             identity=identity,
@@ -127,6 +202,14 @@ class Options(usage.Options):
             policy=policy,
             max_frame=self["max-frame"],
             max_watches=self["max-watches"],
+            trim_interval=self["trim-interval"],
+            ws_port=self["ws-port"],
+            wss_port=self["wss-port"],
+            tunnel=TunnelSettings(
+                require_client_type=self["require-client-type"],
+                ping_interval=self["ws-ping-interval"],
+            ),
+            resource_ports=dict(self.resource_ports),
         )
 
     def _tls_files(self, work: Path, demo: bool) -> TLSFiles:
@@ -166,6 +249,8 @@ def makeService(options: Options) -> IService:
                 Path(options["work-path"]),
                 options["notifier-port"],
                 options["control-port"],
+                options["notifier-http-port"],
+                options["notifier-https-port"],
             ),
             r,
         )

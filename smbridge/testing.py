@@ -79,6 +79,30 @@ class RunningSite:
     def link_port(self) -> int:
         return int(self.notifier.link_port.getHost().port)
 
+    @property
+    def ws_port(self) -> int:
+        """The bridge's ws tunnel port (start_site(..., ws_port=0))."""
+        port = self.bridge.tunnel.ws_port if self.bridge.tunnel is not None else None
+        assert port is not None, "the ws tunnel is off"
+        return int(port)
+
+    @property
+    def wss_port(self) -> int:
+        """The bridge's wss tunnel port (start_site(..., wss_port=0))."""
+        port = self.bridge.tunnel.wss_port if self.bridge.tunnel is not None else None
+        assert port is not None, "the wss tunnel is off"
+        return int(port)
+
+    @property
+    def http_port(self) -> int:
+        """The Notifier's HTTP resource port (start_site(..., resources=True))."""
+        return int(self.notifier.http_port.getHost().port)
+
+    @property
+    def https_port(self) -> int:
+        """The Notifier's HTTPS resource port (start_site(..., resources=True))."""
+        return int(self.notifier.https_port.getHost().port)
+
     def stop(self) -> defer.Deferred[Any]:
         return defer.gatherResults(
             [defer.maybeDeferred(s.stopService) for s in reversed(self.services)]
@@ -94,9 +118,17 @@ def start_site(
     session_timeout: int = 1800,
     notifier_name: str = "localhost",
     wait_for_link: bool = True,
+    parameters: dict[str, str] | None = None,
+    resources: bool = False,
     **bridge_options: Any,
 ) -> Any:
-    """Start a reference Notifier (demo site unless given) and a bridge on 127.0.0.1:0."""
+    """Start a reference Notifier (demo site unless given) and a bridge on 127.0.0.1:0.
+
+    ``parameters`` are added to the demo site's server parameters. With ``resources``
+    the Notifier also serves its resource host on HTTP and HTTPS (ephemeral ports), and
+    the bridge's direct resource URIs point there. ``ws_port=0`` / ``wss_port=0`` (bridge
+    options) open the WebSocket tunnel on ephemeral ports.
+    """
     from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
 
     from smbridge import pki
@@ -108,20 +140,51 @@ def start_site(
     from smbridge.session.negotiate import TimeoutPolicy
 
     files = pki.ensure_site_pki(work / "pki")
+    if site is None:
+        site = demo_site()
+        if parameters:
+            from smbridge.notifier.demo import demo_site_dict
+            from smbridge.notifier.site import Site
+
+            data = demo_site_dict()
+            data["parameters"] = {**data["parameters"], **parameters}
+            site = Site.from_dict(data)
     notifier = NotifierService(
-        site if site is not None else demo_site(),
+        site,
         reactor=reactor,
         link_endpoint=SSL4ServerEndpoint(
             reactor, 0, pki.server_options(files.notifier, files.ca), interface="127.0.0.1"
         ),
         control_endpoint=TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"),
+        http_endpoint=TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1") if resources else None,
+        https_endpoint=(
+            SSL4ServerEndpoint(
+                reactor, 0, pki.server_options(files.notifier), interface="127.0.0.1"
+            )
+            if resources
+            else None
+        ),
     )
     notifier.startService()
     running = RunningSite(files, notifier, None, [notifier])
     yield notifier.when_listening()
+    if resources and "resource_ports" not in bridge_options:
+        https = running.https_port
+        bridge_options["resource_ports"] = {
+            "http": running.http_port,
+            "httpsecure": https,
+            "reporting": https,
+        }
     config = BridgeConfig(
         identity=BridgeIdentity(
-            "sm1", "localhost", location="Indianapolis", ports={"tls": 0, "ws": None, "wss": None}
+            "sm1",
+            "localhost",
+            location="Indianapolis",
+            ports={
+                "tls": 0,
+                "ws": bridge_options.get("ws_port"),
+                "wss": bridge_options.get("wss_port"),
+            },
         ),
         tls=TLSFiles(files.bridge, files.bridge_client, files.ca),
         notifiers=(NotifierAddress("127.0.0.1", running.link_port),),
@@ -154,3 +217,143 @@ def http_json(reactor: Any, method: str, url: str, body: Any = None) -> Any:
     response = yield treq.request(method, url, json=body, pool=pool)
     data = yield response.json()
     return response.code, data
+
+
+# --- the router against a scripted Notifier (StringTransport on both sides) -----------
+from twisted.internet.interfaces import IStreamClientEndpoint  # noqa: E402
+from twisted.internet.task import Clock  # noqa: E402
+from twisted.internet.testing import StringTransport  # noqa: E402
+from zope.interface import implementer  # noqa: E402
+
+from smbridge.codec import Kind, encode  # noqa: E402
+from smbridge.codec import catalog as c  # noqa: E402
+from smbridge.codec.catalog import MessageType  # noqa: E402
+from smbridge.router.router import BridgeIdentity, Router  # noqa: E402
+from smbridge.session.negotiate import TimeoutPolicy  # noqa: E402
+from smbridge.session.registry import SessionRegistry  # noqa: E402
+from smbridge.transports.batch import WriteBatcher  # noqa: E402
+from smbridge.transports.connection import ClientConnection, ClientConnectionFactory  # noqa: E402
+from smbridge.upstream.connector import LinkState, UpstreamConnector  # noqa: E402
+from smbridge.upstream.link import UpstreamLink, UpstreamLinkFactory  # noqa: E402
+
+
+class ScriptedNotifier:
+    """The far end of an UpstreamLink: reads its requests, answers them by hand."""
+
+    def __init__(self, link: UpstreamLink, transport: StringTransport) -> None:
+        self.link = link
+        self.transport = transport
+
+    def take(self) -> list[Frame]:
+        data = self.transport.value()
+        self.transport.clear()
+        return decode_all(data)
+
+    def answer(self, frame: Frame, body: dict[str, Any], kind: int = Kind.RESPONSE) -> None:
+        self.link.dataReceived(
+            encode(kind, frame.object_type, frame.event_id, frame.request_id, body)
+        )
+
+    def event(self, message: MessageType, sub: int, body: dict[str, Any]) -> None:
+        self.link.dataReceived(encode(Kind.NOTIFICATION, *message, sub, body))
+
+
+@implementer(IStreamClientEndpoint)
+class _NoEndpoint:
+    """The harness connects its link by hand; the connector never dials."""
+
+    def connect(self, factory: Any) -> defer.Deferred[Any]:
+        raise AssertionError("the harness connects the link itself")
+
+
+class RouterHarness:
+    """A Router wired to a real connector and link whose far end is a ScriptedNotifier."""
+
+    def __init__(self, parameters: dict[str, Any] | None = None, max_watches: int = 200) -> None:
+        self.clock = Clock()
+        self.batcher = WriteBatcher(self.clock)
+        self.registry = SessionRegistry(self.clock, "sm1", TimeoutPolicy(1800, 60))
+        self.connector = UpstreamConnector(
+            self.clock, _NoEndpoint(), {"name": "sm1"}, self.batcher, "test", 1 << 20
+        )
+        self.router = Router(
+            self.registry, self.connector, BridgeIdentity("sm1", "sm1.example"), max_watches
+        )
+        self.connector.state = LinkState.CONNECTING
+        self.notifier = self.connect_link()
+        (register,) = self.notifier.take()
+        assert (register.object_type, register.event_id) == c.LINK_REGISTER
+        params = parameters or {}
+        self.notifier.answer(
+            register,
+            {
+                "cic": {"name": "cic1", "role": "primary"},
+                "parameters": params,
+                "roster": [{"name": "sm1"}],
+            },
+        )
+        assert self.connector.state is LinkState.UP
+        (sub,) = self.upstream()
+        assert sub.parsed()["topic"] == "parameters"
+        self.params_sub = sub.parsed()["sub"]
+        self.notifier.answer(sub, {"snapshot": {"parameters": params}})
+        self.user_subs: dict[str, int] = {}
+
+    def serve(self, sub: Frame, snapshot: dict[str, Any]) -> int:
+        """Answer a Subscribe with a snapshot; return its subscription id."""
+        assert (sub.object_type, sub.event_id) == c.LINK_SUBSCRIBE, sub
+        self.notifier.answer(sub, {"snapshot": snapshot})
+        return int(sub.parsed()["sub"])
+
+    def connect_link(self) -> ScriptedNotifier:
+        link = UpstreamLinkFactory(self.connector, self.batcher).buildProtocol(None)
+        transport = StringTransport()
+        link.makeConnection(transport)  # type: ignore[no-untyped-call]
+        self.clock.advance(0)
+        return ScriptedNotifier(link, transport)
+
+    def client(self) -> tuple[ClientConnection, StringTransport]:
+        conn = ClientConnectionFactory(self.router, self.batcher).connection("tls")
+        transport = StringTransport()
+        conn.makeConnection(transport)  # type: ignore[no-untyped-call]
+        return conn, transport
+
+    def send(
+        self,
+        conn: ClientConnection,
+        message: MessageType,
+        rid: int,
+        body: dict[str, Any] | None = None,
+    ) -> None:
+        conn.dataReceived(encode(Kind.REQUEST, *message, rid, body))
+        self.clock.advance(0)
+
+    def upstream(self) -> list[Frame]:
+        self.clock.advance(0)
+        return self.notifier.take()
+
+    def received(self, transport: StringTransport) -> list[Frame]:
+        self.clock.advance(0)
+        data = transport.value()
+        transport.clear()
+        return decode_all(data)
+
+    def logon(
+        self, user: str = "agent1", rights: list[str] | None = None
+    ) -> tuple[ClientConnection, StringTransport, dict[str, Any]]:
+        conn, transport = self.client()
+        self.send(conn, c.CREATE_SESSION, 1, {"user": user, "password": "demo"})
+        (auth,) = self.upstream()
+        self.notifier.answer(
+            auth,
+            {
+                "user": {"id": user, "displayName": user.title(), "rights": rights or []},
+                "station": None,
+                "location": "Indianapolis",
+            },
+        )
+        for frame in self.upstream():  # SessionOpened, and the user's topic once per user
+            if (frame.object_type, frame.event_id) == c.LINK_SUBSCRIBE:
+                self.user_subs[user] = self.serve(frame, {"user": user, "interactions": []})
+        replies = self.received(transport)
+        return conn, transport, replies[0].parsed()

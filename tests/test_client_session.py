@@ -191,10 +191,14 @@ class ClientTests(SynchronousTestCase):
         assert "hunter2-password" not in text
         assert "s3cr3t-token" not in text
 
-    def test_websocket_uri_not_yet_supported(self) -> None:
-        """Dialing a ws:// URI fails with NotImplementedError until the tunnel lands."""
-        d = connect(self.clock, "wss://proxy/CIC1/session")
-        assert "tunnel" in str(self.failureResultOf(d, NotImplementedError).value)
+    def test_websocket_uri_gets_the_websocket_dialer(self) -> None:
+        """Dialing a wss:// URI opens a WebSocket to the URI's path (tested for real in
+        test_client_ws.py); here only that the URL it requests is the URI's."""
+        from smbridge.client.uri import parse_bridge_uri
+        from smbridge.client.ws import websocket_url
+
+        address = parse_bridge_uri("wss://Proxy:9443/x/CIC1/session?a=1")
+        assert websocket_url(address) == "wss://proxy:9443/x/CIC1/session?a=1"
 
     def test_bad_uri_fails_connect(self) -> None:
         """connect fails with ValueError on a bad URI instead of raising."""

@@ -40,6 +40,14 @@ class DemoSmoke(TestCase):
                 "0",
                 "--control-port",
                 "0",
+                "--ws-port",
+                "0",
+                "--wss-port",
+                "0",
+                "--notifier-http-port",
+                "0",
+                "--notifier-https-port",
+                "0",
                 "--work-path",
                 str(self.work),
             ],
@@ -89,6 +97,19 @@ class DemoSmoke(TestCase):
         directory = yield client.get_directory("Company Directory")
         ids = {entry["id"] for entry in directory["entries"]}
         self.assertTrue({"agent1", "agent50", "supervisor1"} <= ids)
+        # The demo's resource host serves the direct URIs the bridge gives TLS sessions.
+        uri, icon = yield client.download("httpsecure", "status-icons/Available.png")
+        self.assertEqual(
+            uri, f"https://127.0.0.1:{ports['notifier_httpsecure']}/status-icons/Available.png"
+        )
+        self.assertTrue(icon.startswith(b"\x89PNG"))
+        # The WebSocket tunnel of the demo, dialed directly (no proxy in front).
+        tunnel = yield connect(
+            reactor, f"wss://localhost:{ports['wss']}/cic1/session", ca=self.work / "pki" / "ca.pem"
+        )
+        ws_reply = yield tunnel.logon("agent1", "demo")
+        self.assertEqual(ws_reply["resources"]["base"], f"https://localhost:{ports['wss']}")
+        yield tunnel.logoff()
 
         terminated = []
         client.add_listener(lambda name, frame: terminated.append((name, frame.parsed())))

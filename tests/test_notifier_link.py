@@ -147,12 +147,12 @@ def test_ping_and_frames_fed_one_byte_at_a_time() -> None:
 
 
 def test_forwarded_requests() -> None:
-    """Forwarded SetStatus is answered with the same type and requestId; others unknown-request."""
+    """Forwarded SetStatus is answered with the same type and requestId; unknown types refused."""
     h = Harness().registered()
     ok = h.request(SET_STATUS, 12, {"status": "Away", "_session": {"id": "s", "user": "agent2"}})
     assert (ok.kind, ok.object_type, ok.event_id, ok.request_id) == (Kind.RESPONSE, 171, 1, 12)
-    assert ok.parsed() == {"user": "agent2", "status": "Away"}
-    nope = h.request((172, 1), 13, {"_session": {"id": "s", "user": "agent2"}})
+    assert ok.parsed() == {"user": "agent2", "status": "Away", "since": 0.0}
+    nope = h.request((172, 99), 13, {"_session": {"id": "s", "user": "agent2"}})
     assert (nope.kind, nope.request_id, nope.parsed()["code"]) == (
         Kind.ERROR,
         13,

@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 from twisted.internet.task import Clock
 
-from smbridge.codec.catalog import DIRECTORY_CHANGED, QUEUE_CHANGED, SET_STATUS, STATUS_CHANGED
+from smbridge.codec.catalog import DIRECTORY_CHANGED, QUEUE_CHANGED, STATUS_CHANGED
 from smbridge.codec.frames import Decoder, Frame, Kind
 from smbridge.errors import BadRequest, LogonFailed, NotFound, ProtocolError
-from smbridge.notifier import model
+from smbridge.notifier import auth
 from smbridge.notifier.demo import demo_site
 from smbridge.notifier.model import Notifier
 from smbridge.notifier.site import Site
@@ -91,13 +91,13 @@ def test_unknown_station() -> None:
 def test_successful_verifications_are_cached(monkeypatch: pytest.MonkeyPatch) -> None:
     """Repeated logons with the same password pay PBKDF2 once; a wrong one is never cached."""
     calls: list[str] = []
-    real = model.verify_password
+    real = auth.verify_password
 
     def counting(password: str, stored: str) -> bool:
         calls.append(password)
         return real(password, stored)
 
-    monkeypatch.setattr(model, "verify_password", counting)
+    monkeypatch.setattr(auth, "verify_password", counting)
     n, _ = make()
     for _ in range(5):
         n.authenticate("agent1", "demo")
@@ -159,7 +159,7 @@ def test_publish_applies_delta_and_patches_request_id() -> None:
     assert (fa.kind, fa.object_type, fa.event_id, fa.request_id) == (Kind.NOTIFICATION, 173, 3, 5)
     assert fb.request_id == 9
     assert fa.payload == fb.payload
-    assert fa.parsed() == {"queue": "Sales", "added": [call]}
+    assert fa.parsed() == {"queue": "Sales", "added": [call], "at": 0.0}
     assert a.sent[0][0] == 5
 
 
@@ -304,25 +304,13 @@ def test_sessions_reported_by_bridges_show_in_state() -> None:
     assert n.state()["bridges"][0]["connected"] is False
 
 
-def test_set_status_forwarded() -> None:
-    """SetStatus sets the status of the session's user and answers {user, status}."""
-    n, _ = make()
-    body = {"status": "Away", "_session": {"id": "s1", "user": "agent7"}}
-    assert n.handle_forwarded(*SET_STATUS, body) == {"user": "agent7", "status": "Away"}
-    assert n.statuses["agent7"] == "Away"
-    with pytest.raises(BadRequest):
-        n.handle_forwarded(*SET_STATUS, {"status": "", "_session": {"id": "s", "user": "agent7"}})
-    with pytest.raises(BadRequest):
-        n.handle_forwarded(*SET_STATUS, {"status": "Away"})
-
-
 def test_unimplemented_forwarded_request() -> None:
     """A forwarded request the Notifier does not implement raises unknown-request."""
     n, _ = make()
     with pytest.raises(ProtocolError) as caught:
-        n.handle_forwarded(172, 1, {"_session": {"id": "s", "user": "agent1"}})
+        n.handle_forwarded(177, 1, {"_session": {"id": "s", "user": "agent1"}})
     assert caught.value.code == "unknown-request"
-    assert "MakeCall" in caught.value.message
+    assert "GetResourceUri" in caught.value.message
 
 
 def test_site_without_users_still_refuses_logons() -> None:

@@ -29,7 +29,7 @@ from smbridge.codec.catalog import LINK_AUTHENTICATE, LINK_REGISTER, LINK_SUBSCR
 from smbridge.codec.frames import Decoder, Frame, Kind, encode
 from smbridge.notifier.demo import demo_site
 from smbridge.notifier.service import NotifierService
-from smbridge.testing import SAMPLE_REGISTRATION
+from smbridge.testing import SAMPLE_REGISTRATION, http_json
 
 SITE = demo_site()
 REGISTER = SAMPLE_REGISTRATION
@@ -152,9 +152,9 @@ class ControlAPITests(ServiceCase):
 
     @inlineCallbacks
     def test_traffic_rate(self) -> Any:
-        """POST /api/traffic sets the rate and answers it; a negative rate is a 400."""
+        """POST /api/traffic sets the rate and answers the settings; a negative rate is a 400."""
         code, answer = yield self.call("POST", "/api/traffic", {"callsPerSecond": 2.5})
-        self.assertEqual((code, answer), (200, {"callsPerSecond": 2.5}))
+        self.assertEqual((code, answer["callsPerSecond"], answer["seed"]), (200, 2.5, 0))
         self.assertEqual(self.service.traffic.rate, 2.5)
         self.service.traffic.set_rate(0)
         code, answer = yield self.call("POST", "/api/traffic", {"callsPerSecond": -1})
@@ -198,6 +198,88 @@ class ControlAPITests(ServiceCase):
             results.append((code, sorted(content)))
         self.assertEqual([c for c, _ in results], [404, 405, 405, 400, 400, 400, 404, 400])
         self.assertTrue(all(keys == ["error"] for _, keys in results))
+
+
+class ControlAPIParametersAndTrafficTests(ServiceCase):
+    @inlineCallbacks
+    def test_parameters_set_removed_and_shown_in_state(self) -> Any:
+        """POST /api/parameters sets and removes parameters, answers them all; state shows them."""
+        watcher = _Watcher()
+        self.service.notifier.subscribe("parameters", watcher, 5)
+        code, answer = yield http_json(
+            reactor,
+            "POST",
+            self.url("/api/parameters"),
+            {"RestrictUserVisibility": "Yes", "TransferDialogDirectories": None},
+        )
+        self.assertEqual(code, 200)
+        self.assertEqual(answer["parameters"]["RestrictUserVisibility"], "Yes")
+        self.assertNotIn("TransferDialogDirectories", answer["parameters"])
+        (event,) = watcher.frames
+        self.assertEqual((event.object_type, event.event_id, event.request_id), (200, 8, 5))
+        self.assertEqual(
+            event.parsed()["parameters"],
+            {"RestrictUserVisibility": "Yes", "TransferDialogDirectories": None},
+        )
+        self.assertIsInstance(event.parsed()["at"], float)
+        code, state = yield http_json(reactor, "GET", self.url("/api/state"))
+        self.assertEqual(state["parameters"], answer["parameters"])
+
+    @inlineCallbacks
+    def test_bad_parameters_are_400_and_change_nothing(self) -> Any:
+        """Empty names, non-string values, an empty body or a non-object are 400 with a reason."""
+        before = self.service.notifier.parameters
+        results = []
+        for body in [{"": "x"}, {"A": 1}, {"A": "ok", "B": ["x"]}, {}, ["A"]]:
+            code, answer = yield http_json(reactor, "POST", self.url("/api/parameters"), body)
+            results.append((code, answer["error"]))
+        self.assertEqual(
+            results,
+            [
+                (400, "parameter names must be non-empty strings"),
+                (400, "parameter 'A': the value must be a string or null to remove it"),
+                (400, "parameter 'B': the value must be a string or null to remove it"),
+                (400, 'give at least one parameter: {"name": "value" or null}'),
+                (400, "the body must be a JSON object"),
+            ],
+        )
+        self.assertEqual(self.service.notifier.parameters, before)
+
+    @inlineCallbacks
+    def test_traffic_settings_all_or_nothing(self) -> Any:
+        """POST /api/traffic changes several settings at once; one bad value keeps the old ones."""
+        body = {"callsPerSecond": 0, "businessCallsPerSecond": 0, "handleSeconds": 30, "seed": 9}
+        code, answer = yield http_json(reactor, "POST", self.url("/api/traffic"), body)
+        self.assertEqual(code, 200)
+        self.assertEqual(
+            answer,
+            {
+                "callsPerSecond": 0.0,
+                "businessCallsPerSecond": 0.0,
+                "handleSeconds": 30.0,
+                "followUpSeconds": 2.0,
+                "maxQueueLength": 50,
+                "seed": 9,
+            },
+        )
+        bad = {"handleSeconds": 5, "seed": "nine"}
+        code, answer = yield http_json(reactor, "POST", self.url("/api/traffic"), bad)
+        self.assertEqual((code, answer), (400, {"error": "seed must be an integer"}))
+        self.assertEqual(self.service.traffic.settings()["handleSeconds"], 30.0)
+        code, state = yield http_json(reactor, "GET", self.url("/api/state"))
+        self.assertEqual((state["traffic"]["seed"], state["traffic"]["running"]), (9, True))
+
+
+class _Watcher:
+    """A subscriber that keeps the frames it is sent."""
+
+    def __init__(self) -> None:
+        self.frames: list[Frame] = []
+
+    def send_event(self, sub_id: int, frame: bytes) -> None:
+        (f,) = Decoder().feed(frame)
+        assert isinstance(f, Frame)
+        self.frames.append(f)
 
 
 class TLSLinkTests(ServiceCase):

@@ -66,6 +66,35 @@ def test_minimal_site_defaults() -> None:
     assert site.traffic.calls_per_second == 0.5
 
 
+def test_statuses_roles_licenses_and_traffic_keys() -> None:
+    """statuses, user roles, licenses and every traffic key are read, with documented defaults."""
+    data = with_change(["licenses"], {"Desktop": 2})
+    data["statuses"] = ["Available", "Follow Up", "On Phone", "In a meeting"]
+    data["users"][1]["status"] = "In a meeting"
+    data["users"][1]["role"] = "supervisor"
+    data["traffic"] = {
+        "callsPerSecond": 1,
+        "businessCallsPerSecond": 0.5,
+        "handleSeconds": 30,
+        "followUpSeconds": 5,
+        "maxQueueLength": 9,
+        "seed": 11,
+    }
+    site = Site.from_dict(data)
+    assert site.statuses == ("Available", "Follow Up", "On Phone", "In a meeting")
+    assert (site.users["bob"].status, site.users["bob"].role) == ("In a meeting", "supervisor")
+    assert site.users["alice"].role == "agent"
+    assert dict(site.licenses) == {"Desktop": 2}
+    t = site.traffic
+    assert (t.calls_per_second, t.business_calls_per_second, t.handle_seconds) == (1.0, 0.5, 30.0)
+    assert (t.follow_up_seconds, t.max_queue_length, t.seed) == (5.0, 9, 11)
+    default = Site.from_dict(with_change(["workgroups", 0, "members"], []))
+    assert default.statuses[:2] == ("Available", "Away") and "Gone Home" in default.statuses
+    assert default.users["bob"].role == "business"
+    assert dict(default.licenses) == {}
+    assert (default.traffic.follow_up_seconds, default.traffic.seed) == (2.0, 0)
+
+
 def test_membership_is_merged_both_ways() -> None:
     """A workgroup's members and a user's workgroups end up agreeing whichever side listed them."""
     site = Site.from_dict(MINIMAL)
@@ -147,6 +176,18 @@ def test_example_site_file_loads() -> None:
         (["stations", 0, "location"], "Mars", "stations[0].location: unknown location 'Mars'"),
         (["directories"], {"D": ["zed"]}, "directories['D'][0]: unknown user 'zed'"),
         (["users"], {"alice": 1}, "users: expected a list"),
+        (["users", 0, "status"], "Asleep", "users[0].status: 'Asleep' is not one of the site's"),
+        (
+            ["users", 0, "role"],
+            "boss",
+            "users[0].role: expected one of agent, supervisor, business",
+        ),
+        (["statuses"], ["Available", "Away"], "statuses: must include Follow Up, On Phone"),
+        (["licenses"], {"Desktop": -1}, "licenses.Desktop: expected an integer >= 0"),
+        (["licenses"], {"Desktop": 1.5}, "licenses.Desktop: expected an integer >= 0"),
+        (["traffic", "seed"], "x", "traffic.seed: expected an integer"),
+        (["traffic", "followUpSeconds"], -2, "traffic.followUpSeconds: expected a number >= 0"),
+        (["traffic", "rate"], 1, "traffic: unknown key(s) rate"),
     ],
 )
 def test_bad_input_names_the_field(path: list[Any], value: Any, message: str) -> None:
@@ -204,6 +245,10 @@ def test_demo_site_shape() -> None:
     assert {len(site.workgroups[w].members) for w in ("Sales", "Support", "Billing")} == {18, 17}
     assert site.parameters["DirectoriestoCacheOnSMStartup"] == COMPANY_DIRECTORY
     assert site.parameters["TransferDialogDirectories"] == COMPANY_DIRECTORY
+    assert site.parameters["RestrictUserVisibility"] == "No"
+    assert site.users["supervisor1"].role == "supervisor"
+    assert site.users["agent1"].role == "agent"
+    assert site.licenses["Interaction Supervisor"] == 2
     assert site.cic.name == "cicX"
     assert site.bridges[0].fqdn == "bridge.example"
     assert dict(site.bridges[0].ports) == {"tls": 1, "ws": 2, "wss": 3}

@@ -57,7 +57,17 @@ def test_make_service_does_no_io_until_listening(tmp_path: Path) -> None:
     """makeService touches no disk; starting the service creates the PKI and listens."""
     work = tmp_path / "work"
     config = parse(
-        "--demo", "--work-path", str(work), "--port", "0", "--control", "tcp:0:interface=127.0.0.1"
+        "--demo",
+        "--work-path",
+        str(work),
+        "--port",
+        "0",
+        "--control",
+        "tcp:0:interface=127.0.0.1",
+        "--http-port",
+        "off",
+        "--https-port",
+        "off",
     ).config
     reactor = MemoryReactorClock()
     service = make_notifier_service(config, reactor)
@@ -72,6 +82,24 @@ def test_make_service_does_no_io_until_listening(tmp_path: Path) -> None:
     service.stopService()
     assert service.traffic.running is False
     assert reactor.getDelayedCalls() == []
+
+
+def test_resource_host_ports(tmp_path: Path) -> None:
+    """The resource host listens on 8018 and 8019 by default; either port can be off."""
+    config = parse("--demo", "--work-path", str(tmp_path)).config
+    assert (config.http_port, config.https_port, config.resources) == (8018, 8019, None)
+    reactor = MemoryReactorClock()
+    service = make_notifier_service(config, reactor)
+    service.startService()
+    assert [s[0] for s in reactor.sslServers] == [5597, 8019]
+    assert [s[0] for s in reactor.tcpServers] == [8090, 8018]
+    service.stopService()
+    config = parse(
+        "--demo", "--https-port", "off", "--resources", str(tmp_path), "--http-port", "0"
+    ).config
+    assert (config.http_port, config.https_port, config.resources) == (0, None, tmp_path)
+    with pytest.raises(usage.UsageError, match="--resources /nonexistent: no such directory"):
+        parse("--demo", "--resources", "/nonexistent")
 
 
 def test_bad_control_endpoint_is_a_usage_error() -> None:

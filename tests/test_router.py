@@ -2,119 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
-
-from smbridge.codec import Decoder, Frame, Kind, encode
+from smbridge.codec import Decoder, Kind
 from smbridge.codec import catalog as c
-from smbridge.router.router import BridgeIdentity, Router
-from smbridge.session.negotiate import TimeoutPolicy
-from smbridge.session.registry import SessionRegistry
-from smbridge.testing import decode_all
-from smbridge.transports.batch import WriteBatcher
-from smbridge.transports.connection import ClientConnection, ClientConnectionFactory
-from smbridge.upstream.connector import LinkState, UpstreamConnector
-from smbridge.upstream.link import UpstreamLinkFactory
-
-
-class ScriptedNotifier:
-    """The far end of an UpstreamLink: reads its requests, answers them by hand."""
-
-    def __init__(self, link, transport: StringTransport) -> None:
-        self.link = link
-        self.transport = transport
-
-    def take(self) -> list[Frame]:
-        data = self.transport.value()
-        self.transport.clear()
-        return decode_all(data)
-
-    def answer(self, frame: Frame, body: dict[str, Any], kind: Kind = Kind.RESPONSE) -> None:
-        self.link.dataReceived(
-            encode(kind, frame.object_type, frame.event_id, frame.request_id, body)
-        )
-
-    def event(self, message, sub: int, body: dict[str, Any]) -> None:
-        self.link.dataReceived(encode(Kind.NOTIFICATION, *message, sub, body))
-
-
-class Harness:
-    def __init__(self) -> None:
-        self.clock = Clock()
-        self.batcher = WriteBatcher(self.clock)
-        self.registry = SessionRegistry(self.clock, "sm1", TimeoutPolicy(1800, 60))
-        self.connector = UpstreamConnector(
-            self.clock,
-            None,
-            {"name": "sm1"},
-            self.batcher,  # type: ignore[arg-type]
-            "test",
-            1 << 20,
-        )
-        self.router = Router(self.registry, self.connector, BridgeIdentity("sm1", "sm1.example"))
-        self.connector.state = LinkState.CONNECTING
-        self.notifier = self.connect_link()
-        (register,) = self.notifier.take()
-        assert (register.object_type, register.event_id) == c.LINK_REGISTER
-        self.notifier.answer(
-            register,
-            {
-                "cic": {"name": "cic1", "role": "primary"},
-                "parameters": {},
-                "roster": [{"name": "sm1"}],
-            },
-        )
-        assert self.connector.state is LinkState.UP
-
-    def connect_link(self) -> ScriptedNotifier:
-        link = UpstreamLinkFactory(self.connector, self.batcher).buildProtocol(None)
-        transport = StringTransport()
-        link.makeConnection(transport)
-        self.clock.advance(0)
-        return ScriptedNotifier(link, transport)
-
-    def client(self) -> tuple[ClientConnection, StringTransport]:
-        conn = ClientConnectionFactory(self.router, self.batcher).connection("tls")
-        transport = StringTransport()
-        conn.makeConnection(transport)
-        return conn, transport
-
-    def send(self, conn: ClientConnection, message, rid: int, body: dict[str, Any] | None = None):
-        conn.dataReceived(encode(Kind.REQUEST, *message, rid, body))
-        self.clock.advance(0)
-
-    def upstream(self) -> list[Frame]:
-        self.clock.advance(0)
-        return self.notifier.take()
-
-    def received(self, transport: StringTransport) -> list[Frame]:
-        self.clock.advance(0)
-        data = transport.value()
-        transport.clear()
-        return decode_all(data)
-
-    def logon(self, user: str = "agent1") -> tuple[ClientConnection, StringTransport, dict]:
-        conn, transport = self.client()
-        self.send(conn, c.CREATE_SESSION, 1, {"user": user, "password": "demo"})
-        (auth,) = self.upstream()
-        self.notifier.answer(
-            auth,
-            {
-                "user": {"id": user, "displayName": user.title()},
-                "station": None,
-                "location": "Indianapolis",
-            },
-        )
-        replies = self.received(transport)
-        self.upstream()  # SessionOpened
-        return conn, transport, replies[0].parsed()
+from smbridge.testing import RouterHarness
+from smbridge.upstream.connector import LinkState
 
 
 def test_get_version_before_logon_and_no_session_for_others():
     """GetVersion answers without a session; any other request gets no-session."""
-    h = Harness()
+    h = RouterHarness()
     conn, t = h.client()
     h.send(conn, c.GET_VERSION, 5)
     h.send(conn, c.HEARTBEAT, 6)
@@ -126,7 +22,7 @@ def test_get_version_before_logon_and_no_session_for_others():
 
 def test_create_session_authenticates_upstream_and_replies():
     """CreateSession asks the Notifier, then replies with ids, timeout, heartbeat and roster."""
-    h = Harness()
+    h = RouterHarness()
     conn, t = h.client()
     h.send(conn, c.CREATE_SESSION, 1, {"user": "agent1", "password": "demo", "sessionTimeout": 600})
     (auth,) = h.upstream()
@@ -139,22 +35,29 @@ def test_create_session_authenticates_upstream_and_replies():
             "location": "London",
         },
     )
+    opened, mine = h.upstream()
+    assert opened.kind == Kind.NOTIFICATION and (opened.object_type, opened.event_id) == (
+        c.LINK_SESSION_OPENED
+    )
+    assert mine.parsed()["topic"] == "user:agent1"
+    assert h.received(t) == []  # the reply waits for My Interactions
+    h.serve(mine, {"user": "agent1", "interactions": [{"id": "i1", "type": "call"}]})
     (reply,) = h.received(t)
     body = reply.parsed()
+    assert body["myInteractions"] == [{"id": "i1", "type": "call"}]
+    assert opened.parsed()["sessionId"] == body["sessionId"]
     assert reply.request_id == 1 and body["sessionTimeout"] == 600
     assert body["heartbeatInterval"] == 200 and body["sessionId"].startswith("sm1-")
     assert body["cic"] == {"name": "cic1", "role": "primary"} and body["roster"] == [
         {"name": "sm1"}
     ]
     assert body["location"] == "London" and body["server"]["fqdn"] == "sm1.example"
-    (opened,) = h.upstream()
-    assert opened.kind == Kind.NOTIFICATION and opened.parsed()["sessionId"] == body["sessionId"]
     assert len(h.registry) == 1
 
 
 def test_logon_failure_is_relayed_and_creates_nothing():
     """A logon-failed answer reaches the client with its reason; no session exists after it."""
-    h = Harness()
+    h = RouterHarness()
     conn, t = h.client()
     h.send(conn, c.CREATE_SESSION, 3, {"user": "agent1", "password": "wrong"})
     (auth,) = h.upstream()
@@ -177,7 +80,7 @@ def test_logon_failure_is_relayed_and_creates_nothing():
 
 def test_bad_create_session_fields():
     """Missing user, non-string password and a too-small timeout get clear errors."""
-    h = Harness()
+    h = RouterHarness()
     conn, t = h.client()
     h.send(conn, c.CREATE_SESSION, 1, {"password": "x"})
     h.send(conn, c.CREATE_SESSION, 2, {"user": "a", "password": 5})
@@ -191,7 +94,7 @@ def test_bad_create_session_fields():
 
 def test_forwarded_request_carries_identity_and_answer_is_relayed():
     """Unhandled requests go upstream with _session appended; the answer returns by requestId."""
-    h = Harness()
+    h = RouterHarness()
     conn, t, session = h.logon()
     h.send(conn, c.SET_STATUS, 41, {"status": "Available", "_session": {"id": "forged"}})
     (fwd,) = h.upstream()
@@ -206,7 +109,7 @@ def test_forwarded_request_carries_identity_and_answer_is_relayed():
 
 def test_link_loss_answers_in_flight_and_later_requests():
     """Requests in flight at link loss, and while it is down, get upstream-unavailable."""
-    h = Harness()
+    h = RouterHarness()
     conn, t, _ = h.logon()
     h.send(conn, c.SET_STATUS, 7, {"status": "Away"})
     h.upstream()
@@ -220,13 +123,13 @@ def test_link_loss_answers_in_flight_and_later_requests():
     assert h.connector.state is LinkState.DISCONNECTED
 
 
-def _watch(h: Harness, conn, rid: int, queue: str = "Sales"):
+def _watch(h: RouterHarness, conn, rid: int, queue: str = "Sales"):
     h.send(conn, c.WATCH_QUEUE, rid, {"queue": queue})
 
 
 def test_one_subscription_for_many_watchers_and_one_encoding():
     """Two watchers of a queue share one upstream subscription and get the same bytes."""
-    h = Harness()
+    h = RouterHarness()
     a, ta, _ = h.logon("agent1")
     b, tb, _ = h.logon("agent2")
     _watch(h, a, 10)
@@ -266,7 +169,7 @@ def test_one_subscription_for_many_watchers_and_one_encoding():
 
 def test_session_end_releases_its_subscriptions():
     """A session that ends leaves its topics; the last watcher releases upstream."""
-    h = Harness()
+    h = RouterHarness()
     conn, t, _ = h.logon()
     _watch(h, conn, 10)
     (sub,) = h.upstream()
@@ -275,24 +178,24 @@ def test_session_end_releases_its_subscriptions():
     frames = h.upstream()
     kinds = [(f.object_type, f.event_id) for f in frames]
     assert c.LINK_UNSUBSCRIBE in kinds and c.LINK_SESSION_CLOSED in kinds
-    assert len(h.registry) == 0 and h.router.fanout.topics == {}
+    assert len(h.registry) == 0 and set(h.router.fanout.topics) == {"parameters"}
 
 
 def test_unknown_queue_error_reaches_the_watcher():
     """A Subscribe refused upstream fails the WatchQueue with the Notifier's code."""
-    h = Harness()
+    h = RouterHarness()
     conn, t, _ = h.logon()
     _watch(h, conn, 10, "Nope")
     (sub,) = h.upstream()
     h.notifier.answer(sub, {"code": "not-found", "message": "no queue Nope"}, Kind.ERROR)
     (reply,) = h.received(t)
     assert reply.kind == Kind.ERROR and reply.parsed()["code"] == "not-found"
-    assert h.router.fanout.topics == {}
+    assert "queue:Nope" not in h.router.fanout.topics
 
 
 def test_directory_served_from_cache_after_first_load():
     """GetDirectory loads once upstream; later requests and changes are served locally."""
-    h = Harness()
+    h = RouterHarness()
     conn, t, _ = h.logon()
     h.send(conn, c.GET_DIRECTORY, 20, {"name": "Company Directory"})
     (sub,) = h.upstream()
@@ -314,14 +217,15 @@ def test_directory_served_from_cache_after_first_load():
     )
     h.send(conn, c.GET_DIRECTORY, 21, {"name": "Company Directory"})
     assert h.upstream() == []
-    (second,) = h.received(t)
+    (change, second) = h.received(t)  # the first GetDirectory made it a watcher
+    assert change.parsed()["added"] == [{"id": "agent2"}]
     assert [e["id"] for e in first.parsed()["entries"]] == ["agent1"]
     assert [e["id"] for e in second.parsed()["entries"]] == ["agent1", "agent2"]
 
 
 def test_heartbeat_and_destroy():
     """Heartbeat answers sessionUpdated; DestroySession answers and ends the session."""
-    h = Harness()
+    h = RouterHarness()
     conn, t, _ = h.logon()
     h.send(conn, c.HEARTBEAT, 30)
     h.send(conn, c.DESTROY_SESSION, 31)
@@ -335,7 +239,7 @@ def test_heartbeat_and_destroy():
 
 def test_bad_frame_gets_error_and_close():
     """A malformed frame is answered with bad-frame and the connection is closed."""
-    h = Harness()
+    h = RouterHarness()
     conn, t = h.client()
     conn.dataReceived(b"\x00\x00\x00\x0a\x07\x01\x00\xa8\x00\x01\x00\x00\x00\x09")
     (err,) = Decoder().feed(t.value())
@@ -347,7 +251,7 @@ def test_bad_frame_gets_error_and_close():
 
 def test_second_logon_on_one_connection_is_refused():
     """A connection carries one session; a second CreateSession gets session-exists."""
-    h = Harness()
+    h = RouterHarness()
     conn, t, _ = h.logon()
     h.send(conn, c.CREATE_SESSION, 9, {"user": "agent1", "password": "demo"})
     (reply,) = h.received(t)
@@ -356,7 +260,7 @@ def test_second_logon_on_one_connection_is_refused():
 
 def test_reconnect_announces_sessions_and_resubscribes():
     """After the link comes back, live sessions are announced again and topics re-subscribed."""
-    h = Harness()
+    h = RouterHarness()
     conn, t, session = h.logon()
     _watch(h, conn, 10)
     (sub,) = h.upstream()
@@ -367,14 +271,23 @@ def test_reconnect_announces_sessions_and_resubscribes():
     (register,) = h.notifier.take()
     h.notifier.answer(register, {"cic": {"name": "cic1", "role": "primary"}, "parameters": {}})
     frames = h.upstream()
-    kinds = {(f.object_type, f.event_id): f.parsed() for f in frames}
-    assert kinds[c.LINK_SESSION_OPENED]["sessionId"] == session["sessionId"]
-    assert kinds[c.LINK_SUBSCRIBE] == {"topic": "queue:Sales", "sub": sub.parsed()["sub"]}
+    opened = [f.parsed() for f in frames if (f.object_type, f.event_id) == c.LINK_SESSION_OPENED]
+    subs = {
+        f.parsed()["topic"]: f.parsed()["sub"]
+        for f in frames
+        if (f.object_type, f.event_id) == c.LINK_SUBSCRIBE
+    }
+    assert [o["sessionId"] for o in opened] == [session["sessionId"]]
+    assert subs == {
+        "queue:Sales": sub.parsed()["sub"],
+        "user:agent1": h.user_subs["agent1"],
+        "parameters": h.params_sub,
+    }
 
 
 def test_get_version_after_logon_does_not_restart_the_timer():
     """GetVersion is answered in a session but leaves the timer alone; Heartbeat restarts it."""
-    h = Harness()
+    h = RouterHarness()
     conn, t, _ = h.logon()  # 1800 s timeout, notice 60 s before expiry
     h.clock.advance(1000)
     h.send(conn, c.GET_VERSION, 50)

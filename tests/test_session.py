@@ -158,3 +158,33 @@ def test_ids_and_tokens():
     assert all(s.id.startswith("sm7-") for s in sessions)
     assert all(len(s.resume_token) >= 32 for s in sessions)  # 24 bytes, url-safe base64
     assert registry.get(sessions[0].id) is sessions[0]
+
+
+def test_one_delayed_call_for_all_session_timers():
+    """A thousand sessions share one reactor DelayedCall; each still expires at its own time."""
+    clock = Clock()
+    registry = SessionRegistry(clock, "sm1", POLICY)
+    peers = []
+    for i in range(1000):
+        peer = FramePeer()
+        registry.create(SessionInfo(f"u{i}"), peer, 60 + i % 7, notify_imminent=False)
+        peers.append(peer)
+    assert len(clock.getDelayedCalls()) == 1
+    clock.advance(62)
+    expired = [p for p in peers if p.closed]
+    assert len(expired) == len([i for i in range(1000) if 60 + i % 7 <= 62])
+    assert len(registry) == 1000 - len(expired) and len(clock.getDelayedCalls()) == 1
+
+
+def test_queue_disarms_when_the_last_timer_ends():
+    """Ending every session leaves nothing scheduled on the reactor."""
+    clock = Clock()
+    registry = SessionRegistry(clock, "sm1", POLICY)
+    for i in range(5):
+        registry.create(SessionInfo(f"u{i}"), FramePeer(), 300)
+    registry.end_all(EndReason.SHUTDOWN)
+    assert clock.getDelayedCalls() == [] and len(registry.timers) == 0
+    session = registry.create(SessionInfo("late"), FramePeer(), 120)
+    assert len(clock.getDelayedCalls()) == 1
+    clock.advance(120)
+    assert session.state is State.CLOSED and clock.getDelayedCalls() == []

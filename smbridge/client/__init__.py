@@ -11,14 +11,17 @@ Typical use (see docs/client.md for a runnable example)::
 
 Public names:
 
-- :func:`connect` ``(reactor, uri, *, ca=None, hostname=None, timeout=10)`` dials
-  ``tls://HOST[:3952]`` or ``tcp://HOST[:3952]`` and fires with a :class:`BridgeClient`.
+- :func:`connect` ``(reactor, uri, *, ca=None, hostname=None, timeout=10,
+  client_type="smbridge-client")`` dials ``tls://HOST[:3952]``, ``tcp://HOST[:3952]``,
+  ``ws://`` or ``wss://PROXY/[extra/]SERVER/session`` and fires with a :class:`BridgeClient`.
 - :class:`BridgeClient`: ``logon``, ``heartbeat``, ``get_version``, ``watch_queue``,
-  ``unwatch_queue``, ``get_directory``, ``request((objectType, eventId), body)``,
+  ``unwatch_queue``, ``get_directory``, ``get_resource_uri``, ``download``,
+  ``request((objectType, eventId), body)``,
   ``add_listener`` / ``remove_listener`` (``listener(name, frame)``), ``logoff``,
   ``close``, ``closed``, ``session_id``. After logon it heartbeats on its own.
 - :class:`ClientError` ``(code, message, body)``: an ``error`` frame, or the local
-  codes ``connection-lost``, ``not-connected``, ``connect-timeout``.
+  codes ``connection-lost``, ``not-connected``, ``connect-timeout``,
+  ``handshake-refused``, ``download-failed``.
 - :class:`BridgeProtocol`: the Twisted protocol underneath, for custom transports.
 - :func:`parse_bridge_uri` and :class:`BridgeAddress`: URI parsing.
 """

@@ -22,13 +22,16 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from smbridge import __version__, pki
+from smbridge.client.download import fetch
 from smbridge.client.protocol import BridgeProtocol, ClientError
 from smbridge.client.uri import BridgeAddress, parse_bridge_uri
+from smbridge.client.ws import DEFAULT_CLIENT_TYPE, dial
 from smbridge.codec import Frame, name_of
 from smbridge.codec.catalog import (
     CREATE_SESSION,
     DESTROY_SESSION,
     GET_DIRECTORY,
+    GET_RESOURCE_URI,
     GET_VERSION,
     HEARTBEAT,
     SESSION_TERMINATED,
@@ -46,10 +49,18 @@ class BridgeClient:
     log = Logger()
 
     def __init__(
-        self, protocol: BridgeProtocol, clock: IReactorTime, address: BridgeAddress | None = None
+        self,
+        protocol: BridgeProtocol,
+        clock: IReactorTime,
+        address: BridgeAddress | None = None,
+        *,
+        ca: Path | None = None,
+        client_type: str = DEFAULT_CLIENT_TYPE,
     ) -> None:
         self.protocol = protocol
         self.address = address
+        self.ca = ca  # trusted for resource downloads too
+        self.client_type = client_type
         self._clock = clock
         self._session_id: str | None = None
         self._resume_token: str | None = None  # kept for ResumeSession; never logged
@@ -187,6 +198,35 @@ class BridgeClient:
         """GetDirectory; fires with ``{name, entries}``."""
         return self.request(GET_DIRECTORY, {"name": name})
 
+    # --- resources (Table 8) ---------------------------------------------------------
+    def get_resource_uri(self, kind: str, path: str) -> Deferred[str]:
+        """GetResourceUri; fires with the URI of ``path`` under ``kind`` (``httpsecure``...)."""
+        d = self.request(GET_RESOURCE_URI, {"kind": kind, "path": path})
+        return d.addCallback(lambda reply: str(reply["uri"]))
+
+    def download(
+        self, kind: str, path: str, *, timeout: float = 30, max_bytes: int = 16 << 20
+    ) -> Deferred[tuple[str, bytes]]:
+        """Ask the bridge for the URI of a resource and fetch it with treq.
+
+        Fires with ``(uri, content)``; fails with ClientError ``download-failed`` (its
+        body holds ``status`` and ``uri``). HTTPS is verified against the ``ca`` given
+        to :func:`connect`, else the platform's trust store.
+        """
+
+        def fetched(uri: str) -> Deferred[tuple[str, bytes]]:
+            d = fetch(
+                self._clock,
+                uri,
+                ca=self.ca,
+                client_type=self.client_type,
+                timeout=timeout,
+                max_bytes=max_bytes,
+            )
+            return d.addCallback(lambda content: (uri, content))
+
+        return self.get_resource_uri(kind, path).addCallback(fetched)
+
     # --- notifications -------------------------------------------------------------
     def add_listener(self, listener: NotificationListener) -> None:
         """Call ``listener(name, frame)`` for every notification (``frame.body`` is the payload)."""
@@ -247,32 +287,44 @@ def connect(
     ca: Path | None = None,
     hostname: str | None = None,
     timeout: float = 10,
+    client_type: str = DEFAULT_CLIENT_TYPE,
 ) -> Deferred[BridgeClient]:
     """Dial a bridge URI; fires with a :class:`BridgeClient` once the stream is ready.
 
-    For ``tls://`` the bridge's certificate and name are verified: against ``ca``
-    (a PEM file) when given, else the platform's trust store. ``hostname`` overrides
-    the name checked (by default the URI's host). The Deferred fails with
-    ``ConnectError`` subclasses, or ClientError ``connection-lost`` when TLS fails.
+    ``tls://`` and ``tcp://`` reach the bridge's listener; ``ws://`` and ``wss://``
+    its WebSocket tunnel, usually through a reverse proxy, sending ``ININ-Client-Type:
+    client_type``. For ``tls://`` and ``wss://`` the server's certificate and name are
+    verified: against ``ca`` (a PEM file) when given, else the platform's trust store.
+    ``hostname`` overrides the name checked (by default the URI's host). The Deferred
+    fails with ``ConnectError`` subclasses, ClientError ``connection-lost`` when TLS
+    fails, or ClientError ``handshake-refused`` (with ``status``) when the WebSocket
+    handshake is refused.
     """
     try:
         address = uri if isinstance(uri, BridgeAddress) else parse_bridge_uri(uri)
     except ValueError as e:
         return fail(e)
     if address.websocket:
-        return fail(NotImplementedError("WebSocket transport arrives with the tunnel"))
-    endpoint: Any = HostnameEndpoint(reactor, address.host, address.port, timeout=timeout)
-    if address.tls:
-        name = hostname or address.host
-        options = pki.client_options(name, ca) if ca is not None else ssl.optionsForClientTLS(name)
-        endpoint = wrapClientTLS(options, endpoint)
-    protocol = BridgeProtocol(tls=address.tls)
-    connecting: Deferred[BridgeProtocol] = connectProtocol(endpoint, protocol)
-    d = connecting.addCallback(lambda p: p.ready)
+        protocol, connecting = dial(
+            reactor, address, ca=ca, hostname=hostname, timeout=timeout, client_type=client_type
+        )
+    else:
+        endpoint: Any = HostnameEndpoint(reactor, address.host, address.port, timeout=timeout)
+        if address.tls:
+            name = hostname or address.host
+            options = (
+                pki.client_options(name, ca) if ca is not None else ssl.optionsForClientTLS(name)
+            )
+            endpoint = wrapClientTLS(options, endpoint)
+        protocol = BridgeProtocol(tls=address.tls)
+        connecting = connectProtocol(endpoint, protocol)
+    d = connecting.addCallback(lambda _: protocol.ready)
     d.addTimeout(
         timeout, reactor, onTimeoutCancel=lambda *_: _timed_out(protocol, address, timeout)
     )
-    return d.addCallback(lambda p: BridgeClient(p, reactor, address))
+    return d.addCallback(
+        lambda p: BridgeClient(p, reactor, address, ca=ca, client_type=client_type)
+    )
 
 
 def _timed_out(protocol: BridgeProtocol, address: BridgeAddress, timeout: float) -> None:

@@ -2,8 +2,9 @@
 
 A client names a bridge as ``tls://HOST[:PORT]`` (the usual case, port 3952),
 ``tcp://HOST[:PORT]`` (clear text, for bridges started with ``--allow-cleartext``)
-or, once the tunnel lands, ``ws://`` / ``wss://HOST[:PORT]/[extra/]Server/session``
-(ports 8951/8952). IPv6 literals go in brackets: ``tls://[::1]:3952``.
+or ``ws://`` / ``wss://HOST[:PORT]/[extra/]Server/session`` (the WebSocket tunnel,
+ports 8951/8952, usually through the public proxy). IPv6 literals go in brackets:
+``tls://[::1]:3952``.
 
 The parser is hand-written rather than built on ``urllib.parse`` because that
 module accepts far too much (user info, bare IPv6, ports like ``+80``) and its

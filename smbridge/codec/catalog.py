@@ -78,6 +78,7 @@ LINK_UNSUBSCRIBE = (200, 4)
 LINK_PING = (200, 5)
 LINK_SESSION_OPENED = (200, 6)
 LINK_SESSION_CLOSED = (200, 7)
+LINK_PARAMETERS_CHANGED = (200, 8)
 
 H, M, L = Priority.HIGH, Priority.MEDIUM, Priority.LOW
 
@@ -133,6 +134,7 @@ LINK_NAMES: dict[MessageType, str] = {
     LINK_PING: "Ping",
     LINK_SESSION_OPENED: "SessionOpened",
     LINK_SESSION_CLOSED: "SessionClosed",
+    LINK_PARAMETERS_CHANGED: "ParametersChanged",
 }
 
 

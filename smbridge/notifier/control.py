@@ -1,7 +1,7 @@
 """The reference Notifier's HTTP control API (JSON in and out, localhost by default).
 
 Tests, demos and benchmarks drive the Notifier through it: read its state,
-publish an event on a topic, change the call rate. Errors are JSON too,
+publish an event on a topic, change the traffic settings and server parameters. Errors are JSON too,
 ``{"error": "..."}`` with 400 (bad input), 404 (no such path or topic) or 405
 (wrong method), so scripts never have to parse HTML. See docs/site-file.md.
 """
@@ -9,7 +9,6 @@ publish an event on a topic, change the call rate. Errors are JSON too,
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +18,7 @@ from twisted.web.server import Request, Site
 from smbridge.codec.frames import MAX_EVENT_ID
 from smbridge.errors import BadRequest, NotFound
 from smbridge.notifier.model import Notifier
-from smbridge.notifier.traffic import Traffic
+from smbridge.notifier.traffic import Traffic, checked_settings
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -39,7 +38,7 @@ def _int(body: dict[str, Any], key: str, low: int, high: int) -> int:
 
 
 class ControlResource(Resource):
-    """``/api/state``, ``/api/publish``, ``/api/traffic`` on one leaf resource."""
+    """``/api/state``, ``/api/publish``, ``/api/traffic``, ``/api/parameters`` (one leaf)."""
 
     isLeaf = True
 
@@ -51,6 +50,7 @@ class ControlResource(Resource):
             "/api/state": (b"GET", self.get_state, False),
             "/api/publish": (b"POST", self.post_publish, True),
             "/api/traffic": (b"POST", self.post_traffic, True),
+            "/api/parameters": (b"POST", self.post_parameters, True),
         }
 
     def render(self, request: Request) -> bytes:
@@ -86,11 +86,11 @@ class ControlResource(Resource):
         return {
             **self.notifier.state(),
             "traffic": {
-                "callsPerSecond": t.rate,
-                "handleSeconds": t.handle_seconds,
+                **t.settings(),
                 "running": t.running,
                 "callsInProgress": t.calls_in_progress,
                 "callsMade": t.calls_made,
+                "businessCalls": t.business_calls,
             },
         }
 
@@ -112,16 +112,26 @@ class ControlResource(Resource):
         return {"delivered": delivered}
 
     def post_traffic(self, body: dict[str, Any]) -> dict[str, Any]:
-        rate = body.get("callsPerSecond")
-        if (
-            isinstance(rate, bool)
-            or not isinstance(rate, int | float)
-            or rate < 0
-            or not math.isfinite(rate)
-        ):
-            raise HTTPError(400, "callsPerSecond must be a number >= 0")
-        self.traffic.set_rate(float(rate))
-        return {"callsPerSecond": self.traffic.rate}
+        """Change any of the traffic settings at once; a bad value changes none of them."""
+        try:
+            changes = checked_settings(body)
+        except ValueError as e:
+            raise HTTPError(400, str(e)) from e
+        self.traffic.configure(**changes)
+        return self.traffic.settings()
+
+    def post_parameters(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Set (a string) or remove (null) server parameters; answer them all."""
+        for name, value in body.items():
+            if not name.strip():
+                raise HTTPError(400, "parameter names must be non-empty strings")
+            if value is not None and not isinstance(value, str):
+                raise HTTPError(
+                    400, f"parameter {name!r}: the value must be a string or null to remove it"
+                )
+        if not body:
+            raise HTTPError(400, 'give at least one parameter: {"name": "value" or null}')
+        return {"parameters": self.notifier.set_parameters(body)}
 
 
 def control_site(notifier: Notifier, traffic: Traffic) -> Site:

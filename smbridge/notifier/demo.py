@@ -7,8 +7,9 @@ demo, not a place for real passwords).
 
 Users ``agent1``..``agent50`` are spread round-robin over the workgroups Sales,
 Support and Billing (each with a queue of the same name); ``supervisor1`` is in
-all three with view rights. Calls arrive at one per second, round-robin over the
-queues, and leave after eight seconds.
+all three with view rights (role supervisor). ACD calls arrive at one per second
+and are answered by the agents (see :mod:`smbridge.notifier.traffic`); the
+license pool is :data:`LICENSES`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ WORKGROUPS = ("Sales", "Support", "Billing")
 LOCATIONS = ("Indianapolis", "London")
 AGENTS = 50
 STATIONS_PER_LOCATION = 10
+LICENSES = {"Interaction Desktop": AGENTS + 1, "Interaction Supervisor": 2, "Recorder": 5}
 
 _FIRST = (
     "Ada",
@@ -93,6 +95,7 @@ def demo_site_dict(
             "location": LOCATIONS[0],
             "workgroups": list(WORKGROUPS),
             "rights": [f"view:{wg}" for wg in WORKGROUPS],
+            "role": "supervisor",
         }
     )
     stations = [
@@ -115,7 +118,9 @@ def demo_site_dict(
         "parameters": {
             "DirectoriestoCacheOnSMStartup": COMPANY_DIRECTORY,
             "TransferDialogDirectories": COMPANY_DIRECTORY,
+            "RestrictUserVisibility": "No",
         },
+        "licenses": dict(LICENSES),
         "bridges": [
             {
                 "name": bridge_name,
@@ -125,5 +130,11 @@ def demo_site_dict(
                 "ports": dict(ports or DEFAULT_PORTS),
             }
         ],
-        "traffic": {"callsPerSecond": 1.0, "handleSeconds": 8.0, "maxQueueLength": 50},
+        "traffic": {
+            "callsPerSecond": 1.0,
+            "handleSeconds": 8.0,
+            "followUpSeconds": 2.0,
+            "maxQueueLength": 50,
+            "seed": 0,
+        },
     }

@@ -7,72 +7,57 @@ only its requestId is patched per subscription (PROTOCOL: the same bytes reach
 every watcher), so fan-out to a thousand subscriptions costs a thousand slices,
 not a thousand JSON encodings.
 
-Queue and directory state lives in :class:`smbridge.topics.TopicState`, the same
-class the bridge uses for its copy, so both sides apply events identically.
+Every topic's state is a :class:`smbridge.topics.TopicState`, the same class the
+bridge uses for its copy, so both sides apply events identically. Every change
+event published here carries ``at`` (the clock when it was published). The model
+operations live beside this core: :mod:`~smbridge.notifier.interactions` (calls,
+chats, emails, statuses), :mod:`~smbridge.notifier.actions` (forwarded requests)
+and :mod:`~smbridge.notifier.statistics` (workgroup statistics).
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from smbridge.codec.catalog import DIRECTORY_CHANGED, QUEUE_CHANGED, SET_STATUS, name_of
+from smbridge.codec.catalog import (
+    INTERACTION_CHANGED,
+    LINK_PARAMETERS_CHANGED,
+    QUEUE_CHANGED,
+    MessageType,
+)
 from smbridge.codec.frames import Kind, encode, with_request_id
-from smbridge.errors import BadRequest, LogonFailed, NotFound, ProtocolError
-from smbridge.notifier.passwords import hash_password, verify_password
-from smbridge.notifier.site import BRIDGE_KINDS, Site
+from smbridge.errors import BadRequest, NotFound
+from smbridge.notifier.actions import Actions
+from smbridge.notifier.auth import Authenticator
+from smbridge.notifier.bridges import BridgeRecord, Bridges, Subscriber
+from smbridge.notifier.interactions import Interactions
+from smbridge.notifier.site import Site
+from smbridge.notifier.statistics import Statistics
 from smbridge.topics import (
-    DIRECTORY_PREFIX,
+    PARAMETERS_TOPIC,
     QUEUE_PREFIX,
+    STATUS_PREFIX,
     Item,
+    ItemSetState,
+    RecordState,
     TopicState,
+    change_events,
     directory_topic,
     queue_topic,
+    split_topic,
+    statistics_topic,
+    status_topic,
+    user_topic,
 )
 
 MAX_SUB_ID = 0xFFFFFFFF  # a sub id travels in the requestId field (u32)
-_AUTH_CACHE_LIMIT = 100_000
 
 
-class Subscriber(Protocol):
-    """One bridge link as the core sees it."""
-
-    def send_event(self, sub_id: int, frame: bytes) -> None:
-        """Write ``frame`` (an encoded notification whose requestId is already ``sub_id``)."""
-
-
-def change_event_of(topic: str) -> tuple[int, int] | None:
-    """The (objectType, eventId) whose payload is a change of ``topic``'s items."""
-    if topic.startswith(QUEUE_PREFIX):
-        return QUEUE_CHANGED
-    if topic.startswith(DIRECTORY_PREFIX):
-        return DIRECTORY_CHANGED
-    return None
-
-
-@dataclass
-class BridgeRecord:
-    """A bridge that registered on a link (kept, marked disconnected, after the link drops)."""
-
-    name: str
-    info: dict[str, Any]
-    peer: str
-    registered_at: float
-    link: Subscriber | None
-    sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def connected(self) -> bool:
-        return self.link is not None
-
-    @property
-    def accepting(self) -> bool:
-        return self.connected and self.info.get("accept", "default") not in ("maintenance", False)
+StatusListener = Callable[[str, str, str], None]  # (user, old status, new status)
 
 
 class Notifier:
@@ -84,94 +69,48 @@ class Notifier:
         self.site = site
         self.clock = clock
         self.topics: dict[str, TopicState] = {}
+        self.queue_workgroups: dict[str, tuple[str, ...]] = {}
+        for wg in site.workgroups.values():
+            self.queue_workgroups[wg.queue] = (*self.queue_workgroups.get(wg.queue, ()), wg.name)
+            self.topics[statistics_topic(wg.name)] = TopicState.for_topic(statistics_topic(wg.name))
         for queue in site.queues:
             self.topics[queue_topic(queue)] = TopicState.for_topic(queue_topic(queue))
         for name, entries in site.directories.items():
             topic = directory_topic(name)
             self.topics[topic] = TopicState.for_topic(topic, [e.to_wire() for e in entries])
-        self.statuses = {uid: u.status for uid, u in site.users.items()}
-        self.bridges: dict[str, BridgeRecord] = {}
-        self._watchers: dict[str, dict[tuple[Subscriber, int], None]] = {t: {} for t in self.topics}
+        started = clock.seconds()
+        for uid, user in site.users.items():
+            self.topics[user_topic(uid)] = TopicState.for_topic(user_topic(uid))
+            status = TopicState.for_topic(status_topic(uid))
+            status.apply({"status": user.status, "since": started})
+            self.topics[status_topic(uid)] = status
+        self.topics[PARAMETERS_TOPIC] = TopicState.for_topic(PARAMETERS_TOPIC)
+        self.topics[PARAMETERS_TOPIC].apply({"parameters": dict(site.parameters)})
+        self.registry = Bridges(site, clock)
+        self.bridges: dict[str, BridgeRecord] = self.registry.records
+        self.auth = Authenticator(site)
+        self.status_listeners: list[StatusListener] = []
+        self._watchers: dict[str, dict[tuple[Subscriber, int], None]] = {}
         self._subs: dict[Subscriber, dict[int, str]] = {}
-        self._link_bridge: dict[Subscriber, str] = {}
-        self._verified: set[tuple[str, bytes, str]] = set()
-        self._dummy_hash: str | None = None
+        self.statistics = Statistics(self)
+        self.interactions = Interactions(self)
+        self.actions = Actions(self)
 
-    # --- authentication ------------------------------------------------------------
     def authenticate(self, user: str, password: str, station: str | None = None) -> dict[str, Any]:
         """Check a logon; raise :class:`LogonFailed` with ``reason`` per the link contract."""
-        u = self.site.users.get(user)
-        if u is None:
-            self._dummy_verify(password)
-        if u is None or not self._verify(user, password, u.password_hash):
-            self.log.info(
-                "Logon of {user} refused: bad credentials",
-                user=user,
-                event="notifier.auth.refused",
-                reason="bad-credentials",
-            )
-            raise LogonFailed("wrong user name or password", reason="bad-credentials")
-        st = None
-        if station:
-            st = self.site.stations.get(station)
-            if st is None:
-                self.log.info(
-                    "Logon of {user} refused: unknown station {station}",
-                    user=user,
-                    station=station,
-                    event="notifier.auth.refused",
-                    reason="unknown-station",
-                )
-                raise LogonFailed(f"unknown station {station!r}", reason="unknown-station")
-        location = (st.location if st else None) or u.location or self.site.default_location
-        self.log.debug("Logon of {user} accepted", user=user, event="notifier.auth.accepted")
-        return {
-            "user": {
-                "id": u.id,
-                "displayName": u.display_name,
-                "extension": u.extension,
-                "location": u.location or self.site.default_location,
-                "workgroups": list(u.workgroups),
-                "rights": list(u.rights),
-            },
-            "station": {"id": st.id, "location": st.location} if st else None,
-            "location": location,
-        }
-
-    def _verify(self, user: str, password: str, stored: str) -> bool:
-        # Cache successes only, keyed by a digest (never the password itself) and
-        # the stored hash, so a changed password in the site invalidates the entry.
-        key = (user, hashlib.sha256(password.encode("utf-8")).digest(), stored)
-        if key in self._verified:
-            return True
-        if not verify_password(password, stored):
-            return False
-        if len(self._verified) >= _AUTH_CACHE_LIMIT:
-            self._verified.clear()
-        self._verified.add(key)
-        return True
-
-    def _dummy_verify(self, password: str) -> None:
-        """Spend the time a real check takes, so unknown users are not told apart by timing."""
-        if self._dummy_hash is None:
-            some = next(iter(self.site.users.values()), None)
-            iterations = int(some.password_hash.split("$")[1]) if some else 1000
-            self._dummy_hash = hash_password("", iterations=iterations)
-        verify_password(password, self._dummy_hash)
+        return self.auth.authenticate(user, password, station)
 
     # --- topics --------------------------------------------------------------------
     def subscribe(self, topic: str, subscriber: Subscriber, sub_id: int) -> dict[str, Any]:
         """Send ``topic``'s change events to ``subscriber`` as ``sub_id``; return the snapshot."""
-        state = self.topics.get(topic)
-        if state is None:
-            raise NotFound(f"no topic {topic!r}")
+        state = self.topic_state(topic)
         if isinstance(sub_id, bool) or not isinstance(sub_id, int) or not 1 <= sub_id <= MAX_SUB_ID:
             raise BadRequest(f"sub must be an integer in 1..{MAX_SUB_ID}")
         subs = self._subs.setdefault(subscriber, {})
         if sub_id in subs:
             raise BadRequest(f"sub {sub_id} is already in use on this link")
         subs[sub_id] = topic
-        self._watchers[topic][(subscriber, sub_id)] = None
+        self._watchers.setdefault(topic, {})[(subscriber, sub_id)] = None
         return state.snapshot()
 
     def unsubscribe(self, subscriber: Subscriber, sub_id: int) -> bool:
@@ -179,22 +118,95 @@ class Notifier:
         topic = self._subs.get(subscriber, {}).pop(sub_id, None)
         if topic is None:
             return False
-        self._watchers[topic].pop((subscriber, sub_id), None)
+        self._drop_watcher(topic, (subscriber, sub_id))
         return True
+
+    def _drop_watcher(self, topic: str, key: tuple[Subscriber, int]) -> None:
+        watchers = self._watchers.get(topic)
+        if watchers is not None:
+            watchers.pop(key, None)
+            if not watchers:
+                del self._watchers[topic]
+
+    def topic_state(self, topic: str) -> TopicState:
+        """The state of ``topic``; :class:`NotFound` naming what does not exist."""
+        state = self.topics.get(topic)
+        if state is not None:
+            return state
+        try:
+            prefix, name = split_topic(topic)
+        except ValueError:
+            raise NotFound(
+                f"no topic {topic!r}: topics are queue:, directory:, user:, status:, "
+                "statistics:<name> and parameters"
+            ) from None
+        kind = {"user:": "user", "status:": "user", "statistics:": "workgroup"}.get(
+            prefix, prefix.rstrip(":")
+        )
+        raise NotFound(f"no {kind} {name!r} (topic {topic!r})")
+
+    def queue_state(self, queue: str) -> ItemSetState:
+        return self._items(queue_topic(queue))
+
+    def user_state(self, user: str) -> ItemSetState:
+        return self._items(user_topic(user))
+
+    def status_state(self, user: str) -> RecordState:
+        state = self.topics[status_topic(user)]
+        assert isinstance(state, RecordState)
+        return state
+
+    def status_of(self, user: str) -> str:
+        return str(self.status_state(user).record["status"])
+
+    def _items(self, topic: str) -> ItemSetState:
+        state = self.topics[topic]
+        assert isinstance(state, ItemSetState)
+        return state
+
+    def queue_of(self, interaction_id: Any) -> str | None:
+        """The queue where an interaction waits, if any (a look in each queue: there are few)."""
+        for queue in self.site.queues:
+            if interaction_id in self.queue_state(queue).items:
+                return queue
+        return None
 
     def publish(self, topic: str, object_type: int, event_id: int, payload: dict[str, Any]) -> int:
         """Send an event to every subscription of ``topic``; return how many were reached.
 
-        When the event is the topic's change event its delta is checked and applied
-        to the topic state first, so later snapshots include it.
+        When the event is one of the topic's change events it is checked, stamped
+        with ``at`` and applied to the topic state first, so later snapshots include it.
         """
-        state = self.topics.get(topic)
-        if state is None:
-            raise NotFound(f"no topic {topic!r}")
-        if (object_type, event_id) == change_event_of(topic):
-            payload = _checked_change(state, payload)
-            state.apply(payload)
+        state = self.topic_state(topic)
+        message = (object_type, event_id)
+        if message in change_events(topic):
+            return self.emit(topic, message, _checked_change(state, message, payload, self.site))
         return self._fan_out(topic, object_type, event_id, payload)
+
+    def emit(self, topic: str, message: MessageType, payload: dict[str, Any]) -> int:
+        """Stamp, apply and send a change event made here; return how many subscriptions got it."""
+        state = self.topics[topic]
+        payload["at"] = self.clock.seconds()
+        if topic.startswith(STATUS_PREFIX) and isinstance(state, RecordState):
+            old = state.record.get("status")
+            state.apply(payload, message)
+            sent = self._fan_out(topic, *message, payload)
+            new = state.record.get("status")
+            if old != new:
+                self._status_changed(state.name, str(old), str(new), state.record.get("since"))
+            return sent
+        state.apply(payload, message)
+        sent = self._fan_out(topic, *message, payload)
+        if topic.startswith(QUEUE_PREFIX):
+            self.statistics.queue_changed(self.queue_workgroups.get(state.name, ()))
+        return sent
+
+    def _status_changed(self, user: str, old: str, new: str, since: Any) -> None:
+        if not isinstance(since, int | float):
+            since = self.clock.seconds()
+        self.statistics.status_changed(user, old, new, float(since))
+        for listener in list(self.status_listeners):
+            listener(user, old, new)
 
     def change_queue(
         self,
@@ -204,18 +216,22 @@ class Notifier:
         removed: Sequence[Any] = (),
     ) -> int:
         """Apply a change made here (the traffic generator) and send the QueueChanged."""
-        topic = queue_topic(queue)
-        event = self.topics[topic].change(list(added), list(changed), list(removed))
-        return self._fan_out(topic, *QUEUE_CHANGED, event)
+        payload = {
+            "queue": queue,
+            "added": list(added),
+            "changed": list(changed),
+            "removed": list(removed),
+        }
+        return self.emit(queue_topic(queue), QUEUE_CHANGED, payload)
 
     def queue_items(self, queue: str) -> list[Item]:
-        return list(self.topics[queue_topic(queue)].items.values())
+        return list(self.queue_state(queue).items.values())
 
     def subscriber_count(self, topic: str) -> int:
         return len(self._watchers.get(topic, ()))
 
     def _fan_out(self, topic: str, object_type: int, event_id: int, payload: dict[str, Any]) -> int:
-        watchers = self._watchers[topic]
+        watchers = self._watchers.get(topic)
         if not watchers:
             return 0
         raw = encode(Kind.NOTIFICATION, object_type, event_id, 0, payload)
@@ -230,163 +246,113 @@ class Notifier:
                 )
         return len(watchers)
 
+    # --- parameters ----------------------------------------------------------------
+    @property
+    def parameters(self) -> dict[str, str]:
+        state = self.topics[PARAMETERS_TOPIC]
+        assert isinstance(state, RecordState)
+        return dict(state.record["parameters"])
+
+    def set_parameters(self, changes: Mapping[str, str | None]) -> dict[str, str]:
+        """Change server parameters (None removes one); publish ParametersChanged; answer all."""
+        self.emit(PARAMETERS_TOPIC, LINK_PARAMETERS_CHANGED, {"parameters": dict(changes)})
+        self.log.info(
+            "Parameters changed: {names}",
+            names=", ".join(changes),
+            event="notifier.parameters.changed",
+        )
+        return self.parameters
+
     # --- bridges -------------------------------------------------------------------
     def register(
         self, bridge_info: dict[str, Any], link: Subscriber, peer: str = ""
     ) -> dict[str, Any]:
         """Record a bridge that registered on ``link``; return the Register answer."""
-        name = bridge_info.get("name")
-        if not isinstance(name, str) or not name:
-            raise BadRequest("Register needs a non-empty string name")
-        if bridge_info.get("kind", "off-server") not in BRIDGE_KINDS:
-            raise BadRequest(f"kind must be one of {', '.join(BRIDGE_KINDS)}")
-        if link in self._link_bridge:
-            raise BadRequest("this link is already registered")
-        old = self.bridges.get(name)
-        if old is not None and old.link is not None:
-            self._link_bridge.pop(old.link, None)
-            self.log.warn(
-                "Bridge {bridge} registered again from {peer}; the older link is "
-                "no longer its registration",
-                bridge=name,
-                peer=peer,
-                event="notifier.bridge.replaced",
-            )
-        self.bridges[name] = BridgeRecord(name, dict(bridge_info), peer, self.clock.seconds(), link)
-        self._link_bridge[link] = name
-        self.log.info(
-            "Bridge {bridge} registered from {peer}",
-            bridge=name,
-            peer=peer,
-            event="notifier.bridge.registered",
-        )
+        self.registry.register(bridge_info, link, peer)
         return {
             "cic": {"name": self.site.cic.name, "role": self.site.cic.role},
             "site": self.site.name,
-            "parameters": dict(self.site.parameters),
+            "parameters": self.parameters,
             "roster": self.roster(),
             "selectionRule": self.site.selection_rules,
         }
 
     def is_registered(self, link: Subscriber) -> bool:
-        return link in self._link_bridge
+        return self.registry.is_registered(link)
 
     def link_lost(self, link: Subscriber) -> None:
         """Drop every subscription of ``link`` and mark its bridge disconnected."""
         for sub_id, topic in self._subs.pop(link, {}).items():
-            self._watchers[topic].pop((link, sub_id), None)
-        name = self._link_bridge.pop(link, None)
-        if name is not None:
-            record = self.bridges[name]
-            record.link = None
-            record.sessions.clear()
-            self.log.info("Bridge {bridge} disconnected", bridge=name, event="notifier.bridge.lost")
+            self._drop_watcher(topic, (link, sub_id))
+        self.registry.link_lost(link)
 
     def roster(self) -> list[dict[str, Any]]:
-        """The site's bridges (configured values win, ports as registered), then unlisted ones."""
-        out = []
-        for b in self.site.bridges:
-            entry = b.to_wire()
-            record = self.bridges.get(b.name)
-            if record is not None and isinstance(record.info.get("ports"), dict):
-                entry["ports"] = {**entry["ports"], **record.info["ports"]}
-            entry["available"] = record is not None and record.accepting
-            out.append(entry)
-        listed = {b.name for b in self.site.bridges}
-        for record in self.bridges.values():
-            if record.name not in listed:
-                info = record.info
-                out.append(
-                    {
-                        "name": record.name,
-                        "fqdn": info.get("fqdn", record.name),
-                        "kind": info.get("kind", "off-server"),
-                        "location": info.get("location"),
-                        "ports": info.get("ports", {}),
-                        "available": record.accepting,
-                    }
-                )
-        return out
+        return self.registry.roster()
 
     def session_opened(self, link: Subscriber, body: dict[str, Any]) -> None:
-        record = self._record(link)
-        session_id = body.get("sessionId")
-        if record is not None and isinstance(session_id, str):
-            record.sessions[session_id] = {
-                "sessionId": session_id,
-                "user": body.get("user"),
-                "station": body.get("station"),
-                "opened": self.clock.seconds(),
-            }
+        self.registry.session_opened(link, body)
 
     def session_closed(self, link: Subscriber, body: dict[str, Any]) -> None:
-        record = self._record(link)
-        if record is not None:
-            record.sessions.pop(str(body.get("sessionId")), None)
+        """Forget a session and give back the licenses it held."""
+        session_id = str(body.get("sessionId"))
+        self.registry.session_closed(link, session_id)
+        self.actions.licenses.release_session(session_id)
 
-    def _record(self, link: Subscriber) -> BridgeRecord | None:
-        name = self._link_bridge.get(link)
-        return self.bridges[name] if name is not None else None
+    def session_station(self, session_id: str, station: str) -> None:
+        self.registry.session_station(session_id, station)
 
     # --- forwarded client requests -------------------------------------------------
     def handle_forwarded(
         self, object_type: int, event_id: int, body: dict[str, Any]
     ) -> dict[str, Any]:
         """Answer a client request the bridge passed through (``_session`` names the user)."""
-        session = body.get("_session")
-        if (object_type, event_id) == SET_STATUS:
-            if not isinstance(session, dict) or session.get("user") not in self.statuses:
-                raise BadRequest("SetStatus needs _session.user naming a known user")
-            status = body.get("status")
-            if not isinstance(status, str) or not status:
-                raise BadRequest("status must be a non-empty string")
-            user = session["user"]
-            self.statuses[user] = status
-            self.log.info(
-                "{user} set status {status}", user=user, status=status, event="notifier.status.set"
-            )
-            return {"user": user, "status": status}
-        raise ProtocolError(
-            f"the Notifier does not implement {name_of(object_type, event_id)}",
-            code="unknown-request",
-        )
+        return self.actions.handle(object_type, event_id, body)
 
     # --- control API ---------------------------------------------------------------
+    def _topics_state(self) -> dict[str, dict[str, int]]:
+        """Queues, directories, statistics and parameters, and any other topic being watched."""
+        out: dict[str, dict[str, int]] = {}
+        for topic, state in self.topics.items():
+            watched = len(self._watchers.get(topic, ()))
+            per_user = topic.startswith(("user:", STATUS_PREFIX))
+            if per_user and not watched:
+                continue
+            entry = {"subscribers": watched}
+            if isinstance(state, ItemSetState):
+                entry["items"] = len(state.items)
+            out[topic] = entry
+        return out
+
     def state(self) -> dict[str, Any]:
         """A JSON-ready view of the Notifier for ``GET /api/state``."""
         return {
             "role": self.site.cic.role,
             "cic": {"name": self.site.cic.name, "role": self.site.cic.role},
             "site": self.site.name,
-            "bridges": [
-                {
-                    "name": r.name,
-                    "peer": r.peer,
-                    "connected": r.connected,
-                    "accepting": r.accepting,
-                    "kind": r.info.get("kind"),
-                    "location": r.info.get("location"),
-                    "version": r.info.get("version"),
-                    "registeredAt": r.registered_at,
-                    "sessions": len(r.sessions),
-                }
-                for r in self.bridges.values()
-            ],
-            "topics": {
-                t: {"subscribers": len(self._watchers[t]), "items": len(s.items)}
-                for t, s in self.topics.items()
-            },
-            "sessions": [
-                dict(s, bridge=r.name) for r in self.bridges.values() for s in r.sessions.values()
-            ],
+            "bridges": self.registry.state(),
+            "topics": self._topics_state(),
+            "parameters": self.parameters,
+            "licenses": self.actions.licenses.state(),
+            "sessions": self.registry.sessions(),
         }
 
 
-def _checked_change(state: TopicState, payload: dict[str, Any]) -> dict[str, Any]:
-    """Validate a change event's delta; fill in the topic's name field when absent."""
-    name = payload.get(state.key, state.name)
-    if name != state.name:
-        raise BadRequest(f"{state.key} is {name!r} but the topic is {state.name!r}")
+def _checked_change(
+    state: TopicState, message: MessageType, payload: dict[str, Any], site: Site
+) -> dict[str, Any]:
+    """Validate a published change event; fill in the topic's name field when absent."""
+    if state.key:
+        name = payload.get(state.key, state.name)
+        if name != state.name:
+            raise BadRequest(f"{state.key} is {name!r} but the topic is {state.name!r}")
+        payload = {state.key: state.name, **payload}
+    if isinstance(state, RecordState):
+        return _checked_record(state, payload, site)
+    if message == INTERACTION_CHANGED:
+        item = payload.get("interaction")
+        if not isinstance(item, dict) or "id" not in item:
+            raise BadRequest("interaction must be an object with an id")
+        return payload
     for part in ("added", "changed"):
         items = payload.get(part, [])
         if not isinstance(items, list) or not all(isinstance(i, dict) and "id" in i for i in items):
@@ -394,4 +360,14 @@ def _checked_change(state: TopicState, payload: dict[str, Any]) -> dict[str, Any
     removed = payload.get("removed", [])
     if not isinstance(removed, list) or not all(isinstance(i, str | int) for i in removed):
         raise BadRequest("removed must be a list of ids")
-    return {state.key: state.name, **payload}
+    return payload
+
+
+def _checked_record(state: RecordState, payload: dict[str, Any], site: Site) -> dict[str, Any]:
+    if state.merge_field:
+        merged = payload.get(state.merge_field, {})
+        if not isinstance(merged, dict):
+            raise BadRequest(f"{state.merge_field} must be an object")
+    if state.key == "user" and "status" in payload and payload["status"] not in site.statuses:
+        raise BadRequest(f"status must be one of: {', '.join(site.statuses)}")
+    return payload

@@ -10,6 +10,7 @@ Notifier really is gone (and tests leave a clean reactor).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -29,6 +30,7 @@ from smbridge.listening import ListenerService
 from smbridge.notifier.control import control_site
 from smbridge.notifier.link import NotifierLinkFactory
 from smbridge.notifier.model import Notifier
+from smbridge.notifier.resources import resource_site
 from smbridge.notifier.site import Site
 from smbridge.notifier.traffic import Traffic
 
@@ -50,17 +52,14 @@ class NotifierService(MultiService):
         reactor: IReactorTime,
         link_endpoint: IStreamServerEndpoint,
         control_endpoint: IStreamServerEndpoint | None = None,
+        http_endpoint: IStreamServerEndpoint | None = None,
+        https_endpoint: IStreamServerEndpoint | None = None,
+        resources: Path | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.site = site
         self.notifier = Notifier(site, reactor)
-        self.traffic = Traffic(
-            self.notifier,
-            reactor,
-            site.traffic.calls_per_second,
-            site.traffic.handle_seconds,
-            max_queue_length=site.traffic.max_queue_length,
-        )
+        self.traffic = Traffic(self.notifier, reactor, site.traffic)
         self._link = ListenerService("link", link_endpoint, NotifierLinkFactory(self.notifier))
         self._link.setServiceParent(self)  # type: ignore[no-untyped-call]
         self._control: ListenerService | None = None
@@ -69,6 +68,18 @@ class NotifierService(MultiService):
                 "control", control_endpoint, control_site(self.notifier, self.traffic)
             )
             self._control.setServiceParent(self)  # type: ignore[no-untyped-call]
+        # The CIC server's HTTP plugin host (8018/8019), for resource downloads.
+        self._http = self._resource_listener("http", http_endpoint, resources)
+        self._https = self._resource_listener("https", https_endpoint, resources)
+
+    def _resource_listener(
+        self, label: str, endpoint: IStreamServerEndpoint | None, directory: Path | None
+    ) -> ListenerService | None:
+        if endpoint is None:
+            return None
+        listener = ListenerService(f"resources-{label}", endpoint, resource_site(label, directory))
+        listener.setServiceParent(self)  # type: ignore[no-untyped-call]
+        return listener
 
     @property
     def link_port(self) -> IListeningPort | None:
@@ -78,9 +89,18 @@ class NotifierService(MultiService):
     def control_port(self) -> IListeningPort | None:
         return self._control.port if self._control is not None else None
 
+    @property
+    def http_port(self) -> IListeningPort | None:
+        return self._http.port if self._http is not None else None
+
+    @property
+    def https_port(self) -> IListeningPort | None:
+        return self._https.port if self._https is not None else None
+
     def when_listening(self) -> Deferred[None]:
-        """Fire once the link (and the control API, when configured) are listening."""
-        listeners = [self._link] + ([self._control] if self._control is not None else [])
+        """Fire once the link (and the control API and resource ports, if any) are listening."""
+        optional = (self._control, self._http, self._https)
+        listeners = [self._link] + [lst for lst in optional if lst is not None]
         d = gatherResults([lst.when_listening() for lst in listeners], consumeErrors=True)
         d.addErrback(_first_error)
         return d.addCallback(lambda _: None)
@@ -91,5 +111,6 @@ class NotifierService(MultiService):
 
     def stopService(self) -> Deferred[Any]:
         self.traffic.stop()
+        self.notifier.statistics.cancel()
         d: Deferred[Any] = super().stopService()  # type: ignore[no-untyped-call]
         return d

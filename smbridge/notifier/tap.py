@@ -2,7 +2,8 @@
 
     twistd -n notifier --demo
     twistd -n notifier --site deploy/site.example.yaml --port 5597 \\
-        --cert notifier.pem --ca ca.pem --control tcp:8090:interface=127.0.0.1
+        --cert notifier.pem --ca ca.pem --control tcp:8090:interface=127.0.0.1 \\
+        --http-port 8018 --https-port 8019 --resources /srv/cic-files
 
 Options are checked in ``postOptions`` (the site file is loaded there, so a bad
 file stops twistd with a message naming the field) and frozen into a
@@ -39,6 +40,9 @@ class NotifierConfig:
     cert: Path | None  # server identity (key + certificate PEM); None: generated PKI
     ca: Path | None  # CA that signs bridges' client certificates
     work_path: Path
+    http_port: int | None = None  # resource host, HTTP (the CIC server's 8018); None: off
+    https_port: int | None = None  # resource host, HTTPS (8019); None: off
+    resources: Path | None = None  # directory served there; None: the built-in demo files
 
     def tls_options(self) -> CertificateOptions:
         """Read the link's TLS options, creating the site PKI first when no --cert was given."""
@@ -46,6 +50,24 @@ class NotifierConfig:
             return pki.server_options(self.cert, self.ca)
         site_pki = pki.ensure_site_pki(self.work_path / "pki")
         return pki.server_options(site_pki.notifier, site_pki.ca)
+
+    def resource_tls_options(self) -> CertificateOptions:
+        """The HTTPS resource port's TLS options: the same identity, no client certificate."""
+        if self.cert is not None:
+            return pki.server_options(self.cert)
+        return pki.server_options(pki.ensure_site_pki(self.work_path / "pki").notifier)
+
+
+def _port_or_off(value: str) -> int | None:
+    if value.strip().lower() in ("off", "none"):
+        return None
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} outside 0..65535")
+    return port
+
+
+_port_or_off.coerceDoc = "A TCP port, 0..65535 (0: any free port), or 'off'."  # type: ignore[attr-defined]
 
 
 class Options(usage.Options):
@@ -60,6 +82,15 @@ class Options(usage.Options):
             "tcp:8090:interface=127.0.0.1",
             "Endpoint of the HTTP control API, or 'none' to disable it.",
         ],
+        [
+            "http-port",
+            None,
+            8018,
+            "HTTP port of the resource host (status icons, response files), or 'off'.",
+            _port_or_off,
+        ],
+        ["https-port", None, 8019, "HTTPS port of the resource host, or 'off'.", _port_or_off],
+        ["resources", None, None, "Directory the resource host serves (default: demo files)."],
         ["cert", None, None, "Server certificate and key (PEM) for the link."],
         ["ca", None, None, "CA certificate (PEM) that bridges' client certificates must chain to."],
         [
@@ -86,6 +117,8 @@ class Options(usage.Options):
         for flag in ("cert", "ca"):
             if self[flag] is not None and not Path(self[flag]).is_file():
                 raise usage.UsageError(f"--{flag} {self[flag]}: no such file")
+        if self["resources"] is not None and not Path(self["resources"]).is_dir():
+            raise usage.UsageError(f"--resources {self['resources']}: no such directory")
         try:
             site = demo_site() if self["demo"] else load_site(self["site"])
         except SiteError as e:
@@ -99,6 +132,9 @@ class Options(usage.Options):
             cert=Path(self["cert"]) if self["cert"] else None,
             ca=Path(self["ca"]) if self["ca"] else None,
             work_path=Path(self["work-path"]),
+            http_port=self["http-port"],
+            https_port=self["https-port"],
+            resources=Path(self["resources"]) if self["resources"] else None,
         )
 
 
@@ -130,8 +166,22 @@ def make_notifier_service(config: NotifierConfig, reactor: Any) -> NotifierServi
     except (ValueError, TypeError) as e:
         raise usage.UsageError(f"--control {config.control}: {e}") from e
     link = LazyTLSServerEndpoint(reactor, config.port, config.interface, config.tls_options)
+    http = https = None
+    if config.http_port is not None:
+        where = f":interface={config.interface}" if config.interface else ""
+        http = serverFromString(reactor, f"tcp:{config.http_port}{where}")
+    if config.https_port is not None:
+        https = LazyTLSServerEndpoint(
+            reactor, config.https_port, config.interface, config.resource_tls_options
+        )
     return NotifierService(
-        config.site, reactor=reactor, link_endpoint=link, control_endpoint=control
+        config.site,
+        reactor=reactor,
+        link_endpoint=link,
+        control_endpoint=control,
+        http_endpoint=http,
+        https_endpoint=https,
+        resources=config.resources,
     )
 
 

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from smbridge.errors import NotFound
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Origin:
     """How a client reached this bridge, as its transport decoded it."""
 

@@ -6,21 +6,29 @@ events), so a snapshot is always exactly the state before the next event that
 watcher receives: events are handled one at a time, and a reply and the events
 after it go through the same ordered connection buffer. The last watcher to
 leave releases the subscription. Each upstream event is encoded once and the
-same bytes are written to every watcher.
+same bytes are written to every watcher; for scoped topics (directories under
+restricted visibility) once per group of watchers that see the same entries.
+
+Reference counting: a topic is held while it has watchers, watchers waiting for
+its first snapshot, or a pin (the bridge's own use: cached directories, server
+parameters). Every way a watcher can leave goes through :meth:`unwatch`, which
+also cancels a watch still waiting for its snapshot.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from smbridge.codec import Frame, Kind, encode_raw
+from smbridge.codec import Frame, Kind, encode, encode_raw
 from smbridge.codec.catalog import LINK_SUBSCRIBE, LINK_UNSUBSCRIBE
 from smbridge.errors import ProtocolError
-from smbridge.topics import TopicState
+from smbridge.router.visibility import filter_change
+from smbridge.topics import ItemSetState, TopicState
 
 if TYPE_CHECKING:
     from smbridge.upstream.connector import UpstreamConnector
@@ -30,16 +38,25 @@ class Watcher(Protocol):
     def send(self, data: bytes) -> None: ...
 
 
-class Topic:
-    __slots__ = ("name", "sub", "state", "watchers", "waiting", "pinned")
+class WatchCancelled(ProtocolError):
+    code = "cancelled"
 
-    def __init__(self, name: str, sub: int) -> None:
+
+Snapshot = dict[str, Any]
+ScopeOf = Callable[[Any], Hashable]  # watcher -> its visibility scope (None: sees all)
+
+
+class Topic:
+    __slots__ = ("name", "sub", "state", "watchers", "waiting", "pinned", "scoped")
+
+    def __init__(self, name: str, sub: int, scoped: bool) -> None:
         self.name = name
         self.sub = sub
         self.state: TopicState | None = None  # None until the first snapshot
         self.watchers: set[Watcher] = set()
-        self.waiting: list[tuple[Watcher | None, defer.Deferred[dict[str, Any]]]] = []
-        self.pinned = False  # held by the bridge itself (directory cache)
+        self.waiting: list[tuple[Watcher | None, defer.Deferred[Snapshot]]] = []
+        self.pinned = False  # held by the bridge itself
+        self.scoped = scoped  # events filtered per watcher scope (directories)
 
     @property
     def idle(self) -> bool:
@@ -49,22 +66,26 @@ class Topic:
 class FanOut:
     log = Logger()
 
-    def __init__(self, upstream: UpstreamConnector) -> None:
+    def __init__(self, upstream: UpstreamConnector, scope_of: ScopeOf | None = None) -> None:
         self.upstream = upstream
+        self.scope_of: ScopeOf = scope_of or (lambda watcher: None)
         self.topics: dict[str, Topic] = {}
         self._by_sub: dict[int, Topic] = {}
         self._next_sub = 0
+        self._listeners: dict[str, list[Callable[[dict[str, Any]], None]]] = {}
         upstream.on_up(self.resubscribe_all)
 
-    def watch(self, name: str, watcher: Watcher | None) -> defer.Deferred[dict[str, Any]]:
+    # --- watching ----------------------------------------------------------------
+    def watch(self, name: str, watcher: Watcher | None) -> defer.Deferred[Snapshot]:
         """Add a watcher (``None``: pin the topic for the bridge) and fire with a snapshot."""
         topic = self.topics.get(name)
         if topic is None:
             self._next_sub += 1
-            topic = self.topics[name] = self._by_sub[self._next_sub] = Topic(name, self._next_sub)
+            topic = Topic(name, self._next_sub, scoped=name.startswith("directory:"))
+            self.topics[name] = self._by_sub[topic.sub] = topic
             self._subscribe(topic)
         if topic.state is None:
-            d: defer.Deferred[dict[str, Any]] = defer.Deferred()
+            d: defer.Deferred[Snapshot] = defer.Deferred()
             topic.waiting.append((watcher, d))
             return d
         self._add(topic, watcher)
@@ -74,6 +95,10 @@ class FanOut:
         topic = self.topics.get(name)
         return topic.state if topic is not None else None
 
+    def watching(self, name: str, watcher: Watcher) -> bool:
+        topic = self.topics.get(name)
+        return topic is not None and watcher in topic.watchers
+
     def _add(self, topic: Topic, watcher: Watcher | None) -> None:
         if watcher is None:
             topic.pinned = True
@@ -81,34 +106,52 @@ class FanOut:
             topic.watchers.add(watcher)
 
     def unwatch(self, name: str, watcher: Watcher) -> bool:
-        """Remove a watcher; release the subscription when nobody is left."""
+        """Remove a watcher, or cancel its pending watch; release the topic when idle."""
         topic = self.topics.get(name)
-        if topic is None or watcher not in topic.watchers:
+        if topic is None:
             return False
+        found = watcher in topic.watchers
         topic.watchers.discard(watcher)
+        cancelled = [d for w, d in topic.waiting if w is watcher]
+        if cancelled:
+            topic.waiting = [(w, d) for w, d in topic.waiting if w is not watcher]
         if topic.idle:
             self._release(topic)
-        return True
+        for d in cancelled:
+            d.errback(WatchCancelled(f"the watch of {name} was cancelled"))
+        return found or bool(cancelled)
 
+    def drop(self, watcher: Watcher, names: set[str]) -> None:
+        """A watcher went away: leave every topic it watched."""
+        for name in list(names):
+            self.unwatch(name, watcher)
+
+    def on_change(self, name: str, listener: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``listener(event)`` after each change event of topic ``name`` is applied."""
+        self._listeners.setdefault(name, []).append(listener)
+
+    # --- upstream ----------------------------------------------------------------------
     def _subscribe(self, topic: Topic) -> None:
         d = self.upstream.request(LINK_SUBSCRIBE, {"topic": topic.name, "sub": topic.sub})
         d.addCallbacks(
-            lambda reply: self._subscribed(topic, reply), lambda f: self._subscribe_failed(topic, f)
+            lambda reply: self._subscribed(topic, reply),
+            lambda f: self._subscribe_failed(topic, f),
         )
 
     def _subscribed(self, topic: Topic, reply: dict[str, Any]) -> None:
         if self._by_sub.get(topic.sub) is not topic:
             return  # released meanwhile
         try:
-            topic.state = TopicState.from_snapshot(topic.name, reply.get("snapshot", {}))
+            state = TopicState.from_snapshot(topic.name, reply.get("snapshot", {}))
         except (KeyError, TypeError, ValueError) as e:
             self._subscribe_failed(topic, Failure(ProtocolError(f"bad snapshot: {e}")))
             return
+        topic.state = state
         waiting, topic.waiting = topic.waiting, []
         for watcher, _ in waiting:
             self._add(topic, watcher)
         for _, d in waiting:
-            d.callback(topic.state.snapshot())
+            d.callback(state.snapshot())
         self.log.info(
             "Subscribed to {topic} for {watchers} watcher(s)",
             topic=topic.name,
@@ -142,20 +185,45 @@ class FanOut:
             del self.topics[topic.name]
         self._by_sub.pop(topic.sub, None)
 
-    def drop(self, watcher: Watcher, names: set[str]) -> None:
-        """A watcher went away: leave every topic it watched."""
-        for name in names:
-            self.unwatch(name, watcher)
-
+    # --- events --------------------------------------------------------------------
     def event(self, frame: Frame) -> None:
         """An upstream change event for subscription ``frame.request_id``."""
         topic = self._by_sub.get(frame.request_id)
         if topic is None or topic.state is None:
             return
-        topic.state.apply(frame.parsed())
+        body = frame.parsed()
+        message = (frame.object_type, frame.event_id)
         if topic.watchers:
-            raw = encode_raw(Kind.NOTIFICATION, frame.object_type, frame.event_id, 0, frame.payload)
-            for watcher in topic.watchers:
+            if topic.scoped:
+                self._deliver_scoped(topic, frame, body)
+            else:
+                raw = encode_raw(Kind.NOTIFICATION, *message, 0, frame.payload)
+                for watcher in topic.watchers:
+                    watcher.send(raw)
+        topic.state.apply(body, message)
+        for listener in self._listeners.get(topic.name, ()):
+            listener(body)
+
+    def _deliver_scoped(self, topic: Topic, frame: Frame, body: dict[str, Any]) -> None:
+        groups: dict[Any, list[Watcher]] = {}
+        scope_of = self.scope_of
+        for watcher in topic.watchers:
+            groups.setdefault(scope_of(watcher), []).append(watcher)
+        state = topic.state
+        assert isinstance(state, ItemSetState)
+        touched = [e.get("id") for e in body.get("changed", ())] + list(body.get("removed", ()))
+        before = {i: state.items[i] for i in touched if i in state.items}
+        for scope, watchers in groups.items():
+            part = filter_change(scope, body, before)
+            if part is None:
+                continue
+            if part is body:
+                raw = encode_raw(
+                    Kind.NOTIFICATION, frame.object_type, frame.event_id, 0, frame.payload
+                )
+            else:
+                raw = encode(Kind.NOTIFICATION, frame.object_type, frame.event_id, 0, part)
+            for watcher in watchers:
                 watcher.send(raw)
 
     def resubscribe_all(self) -> None:

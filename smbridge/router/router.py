@@ -18,37 +18,46 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 import smbridge
-from smbridge.codec import Frame, Kind, encode, encode_error
+from smbridge.codec import Frame, Kind, encode, encode_error, encode_raw
 from smbridge.codec.catalog import (
     CREATE_SESSION,
     DESTROY_SESSION,
     GET_DIRECTORY,
     GET_RESOURCE_URI,
     GET_SERVERS,
+    GET_TRANSFER_TARGETS,
     GET_VERSION,
     HEARTBEAT,
     LINK_AUTHENTICATE,
     LINK_SESSION_CLOSED,
     LINK_SESSION_OPENED,
+    SEARCH_DIRECTORY,
     UNWATCH_QUEUE,
+    UNWATCH_STATISTICS,
+    UNWATCH_STATUS,
     WATCH_QUEUE,
+    WATCH_STATISTICS,
+    WATCH_STATUS,
     MessageType,
 )
 from smbridge.errors import BadRequest, NoSession, ProtocolError
 from smbridge.resources import NoResources, ResourceProvider
-from smbridge.router.directory import DirectoryCache
+from smbridge.router.directory import Directories
 from smbridge.router.fanout import FanOut
+from smbridge.router.fields import optional_text, text
 from smbridge.router.identity import with_identity
+from smbridge.router.reply import EncodedReply, Reply
+from smbridge.router.visibility import Scope, restricted, scope_of
+from smbridge.router.watches import Watches
 from smbridge.session.negotiate import heartbeat_interval, negotiate_timeout
 from smbridge.session.registry import SessionRegistry
-from smbridge.session.session import EndReason, Session, SessionInfo, State
-from smbridge.topics import queue_topic
+from smbridge.session.session import EndReason, Session, SessionInfo
+from smbridge.topics import PARAMETERS_TOPIC, RecordState, user_topic
 
 if TYPE_CHECKING:
     from smbridge.transports.connection import ClientConnection
     from smbridge.upstream.connector import UpstreamConnector
 
-Reply = dict[str, Any] | defer.Deferred[dict[str, Any]] | None
 Handler = Callable[[Session, Frame], Reply]
 
 VERSION_REPLY = {
@@ -81,15 +90,6 @@ class BridgeIdentity:
         }
 
 
-def _text(body: dict[str, Any], key: str, required: bool = True) -> str | None:
-    value = body.get(key)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value:
-        raise BadRequest(f"{key} must be a non-empty string")
-    return value
-
-
 class Router:
     log = Logger()
 
@@ -98,34 +98,76 @@ class Router:
         registry: SessionRegistry,
         upstream: UpstreamConnector,
         identity: BridgeIdentity,
+        max_watches: int = 200,
     ) -> None:
         self.registry = registry
         self.upstream = upstream
         self.identity = identity
-        self.fanout = FanOut(upstream)
-        self.directories = DirectoryCache(self.fanout)
+        self.fanout = FanOut(upstream, scope_of=self._scope)
+        self.watches = Watches(self.fanout, max_watches)
+        self.directories = Directories(self.fanout, self.watches, self.parameters, self._scope)
+        self._restricted = False
+        self._scopes: dict[str, tuple[bool, Scope]] = {}
+        w, d = self.watches, self.directories
         self.handlers: dict[MessageType, Handler] = {
             HEARTBEAT: self._heartbeat,
             DESTROY_SESSION: self._destroy,
             GET_SERVERS: self._servers,
-            WATCH_QUEUE: self._watch_queue,
-            UNWATCH_QUEUE: self._unwatch_queue,
-            GET_DIRECTORY: self._get_directory,
+            WATCH_QUEUE: w.watch_queue,
+            UNWATCH_QUEUE: w.unwatch_queue,
+            WATCH_STATUS: w.watch_status,
+            UNWATCH_STATUS: w.unwatch_status,
+            WATCH_STATISTICS: w.watch_statistics,
+            UNWATCH_STATISTICS: w.unwatch_statistics,
+            GET_DIRECTORY: d.get_directory,
+            SEARCH_DIRECTORY: d.search,
+            GET_TRANSFER_TARGETS: d.transfer_targets,
             GET_RESOURCE_URI: self._resource_uri,
         }
         self.resources: ResourceProvider = NoResources()
         registry.on_end(self._session_ended)
         upstream.notification = self.fanout.event
         upstream.on_up(self._link_up)
+        self.fanout.on_change(PARAMETERS_TOPIC, lambda change: self._parameters_changed())
+
+    def parameters(self) -> dict[str, Any]:
+        """The server parameters in force: the Notifier's, kept current by its topic."""
+        state = self.fanout.state(PARAMETERS_TOPIC)
+        if isinstance(state, RecordState):
+            params: dict[str, Any] = state.record.get("parameters", {})
+            return params
+        registered: dict[str, Any] = self.upstream.registered.get("parameters", {})
+        return registered
+
+    def _parameters_changed(self) -> None:
+        self._restricted = restricted(self.parameters())
+        self.directories.preload()
+
+    def _scope(self, session: Session) -> Scope:
+        """The workgroups a session's user may see in directories (None: all)."""
+        cached = self._scopes.get(session.id)
+        if cached is None or cached[0] is not self._restricted:
+            cached = (self._restricted, scope_of(session.info.rights, self._restricted))
+            self._scopes[session.id] = cached
+        return cached[1]
 
     def _link_up(self) -> None:
-        """The link came (back) up: announce live sessions again and warm the cache.
+        """The link came (back) up: announce live sessions, follow parameters, warm the cache.
 
         The Notifier forgets a bridge's sessions with the link that reported them.
         """
         for session in self.registry:
             self._announce(session)
-        self.directories.preload(self.upstream.registered.get("parameters", {}))
+        self._parameters_changed()
+        if PARAMETERS_TOPIC not in self.fanout.topics:
+            self.fanout.watch(PARAMETERS_TOPIC, None).addCallbacks(
+                lambda _: self._parameters_changed(),
+                lambda f: self.log.warn(
+                    "Not following server parameters: {error}",
+                    error=f.getErrorMessage(),
+                    event="router.parameters_unavailable",
+                ),
+            )
 
     def _announce(self, session: Session) -> None:
         self.upstream.notify(
@@ -187,6 +229,16 @@ class Router:
             send(
                 encode_error(frame.object_type, frame.event_id, frame.request_id, **reply.payload())
             )
+        elif isinstance(reply, EncodedReply):
+            send(
+                encode_raw(
+                    Kind.RESPONSE,
+                    frame.object_type,
+                    frame.event_id,
+                    frame.request_id,
+                    reply.payload,
+                )
+            )
         else:
             send(encode(Kind.RESPONSE, frame.object_type, frame.event_id, frame.request_id, reply))
 
@@ -194,11 +246,11 @@ class Router:
     @defer.inlineCallbacks
     def _create(self, conn: ClientConnection, frame: Frame) -> Any:
         body = frame.body or {}
-        user = _text(body, "user")
+        user = text(body, "user")
         password = body.get("password")
         if not isinstance(password, str):
             raise BadRequest("password must be a string")
-        station = _text(body, "station", required=False)
+        station = optional_text(body, "station")
         notify = body.get("notifyImminent", True)
         if not isinstance(notify, bool):
             raise BadRequest("notifyImminent must be true or false")
@@ -240,6 +292,11 @@ class Router:
         session.origin = conn.origin
         conn.session = session
         self._announce(session)
+        try:
+            mine = yield self.fanout.watch(user_topic(info.user_id), session)
+        except ProtocolError:
+            session.end(EndReason.UNEXPECTED, notify=False)
+            raise
         registered = self.upstream.registered
         return {
             "sessionId": session.id,
@@ -252,6 +309,7 @@ class Router:
             "roster": registered.get("roster", []),
             "selectionRule": registered.get("selectionRule"),
             "location": info.location,
+            "myInteractions": mine.get("interactions", []),
             "user": {
                 "id": info.user_id,
                 "displayName": info.display_name,
@@ -261,8 +319,9 @@ class Router:
         }
 
     def _session_ended(self, session: Session, reason: EndReason) -> None:
-        self.fanout.drop(session, session.topics)
+        self.fanout.drop(session, session.topics | {user_topic(session.info.user_id)})
         session.topics.clear()
+        self._scopes.pop(session.id, None)
         peer = session.peer
         if peer is not None and getattr(peer, "session", None) is session:
             peer.session = None  # type: ignore[attr-defined]
@@ -289,31 +348,10 @@ class Router:
             "selectionRule": registered.get("selectionRule"),
         }
 
-    # --- fan-out and cache -----------------------------------------------------------
-    def _watch_queue(self, session: Session, frame: Frame) -> Reply:
-        topic = queue_topic(_text(frame.body or {}, "queue") or "")
-
-        def watching(snapshot: dict[str, Any]) -> dict[str, Any]:
-            if session.state is State.CLOSED:
-                self.fanout.unwatch(topic, session)
-            else:
-                session.topics.add(topic)
-            return snapshot
-
-        return self.fanout.watch(topic, session).addCallback(watching)
-
-    def _unwatch_queue(self, session: Session, frame: Frame) -> Reply:
-        topic = queue_topic(_text(frame.body or {}, "queue") or "")
-        session.topics.discard(topic)
-        return {"watching": False, "released": self.fanout.unwatch(topic, session)}
-
     def _resource_uri(self, session: Session, frame: Frame) -> Reply:
         body = frame.body or {}
-        kind = _text(body, "kind") or ""
+        kind = text(body, "kind")
         path = body.get("path", "")
         if not isinstance(path, str):
             raise BadRequest("path must be a string")
         return {"kind": kind, "path": path, "uri": self.resources.uri(session.origin, kind, path)}
-
-    def _get_directory(self, session: Session, frame: Frame) -> Reply:
-        return self.directories.get(_text(frame.body or {}, "name") or "")

@@ -10,6 +10,7 @@ from twisted.logger import Logger
 
 from smbridge.session.negotiate import TimeoutPolicy
 from smbridge.session.session import EndReason, Peer, Session, SessionInfo
+from smbridge.session.timer import TimerQueue
 
 EndListener = Callable[[Session, EndReason], None]
 
@@ -28,6 +29,7 @@ class SessionRegistry:
         self.node = node
         self.policy = policy
         self._sessions: dict[str, Session] = {}
+        self.timers = TimerQueue(clock)  # one DelayedCall for every session's timer
         self._end_listeners: list[EndListener] = []
 
     def __len__(self) -> int:
@@ -58,7 +60,7 @@ class SessionRegistry:
             secrets.token_urlsafe(24),
             info,
             peer,
-            self.clock,
+            self.timers,
             timeout,
             notify_imminent,
             self._ended,

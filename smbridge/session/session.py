@@ -12,13 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from twisted.internet.interfaces import IReactorTime
-
 from smbridge.codec import Kind, encode
 from smbridge.codec.catalog import SESSION_TERMINATED, TERMINATION_IMMINENT
 from smbridge.codec.frames import dump_json
 from smbridge.resources import Origin
-from smbridge.session.timer import SessionTimer
+from smbridge.session.timer import SessionTimer, TimerQueue
 
 
 class Peer(Protocol):
@@ -51,7 +49,7 @@ class InvalidTransition(Exception):
     pass
 
 
-@dataclass
+@dataclass(slots=True)
 class SessionInfo:
     """Who the session belongs to, as CreateSession and the Notifier described it."""
 
@@ -70,13 +68,29 @@ class SessionInfo:
 class Session:
     """One logged-on client session."""
 
+    __slots__ = (
+        "id",
+        "resume_token",
+        "info",
+        "peer",
+        "transport",
+        "remote",
+        "logon_time",
+        "state",
+        "topics",
+        "origin",
+        "_on_end",
+        "timer",
+        "identity",
+    )
+
     def __init__(
         self,
         session_id: str,
         resume_token: str,
         info: SessionInfo,
         peer: Peer,
-        clock: IReactorTime,
+        timers: TimerQueue,
         timeout: int,
         notify_imminent: bool,
         on_end: Callable[[Session, EndReason], None],
@@ -89,12 +103,12 @@ class Session:
         self.peer: Peer | None = peer
         self.transport = transport
         self.remote = remote
-        self.logon_time = clock.seconds()
+        self.logon_time = timers.clock.seconds()
         self.state = State.ACTIVE
         self.topics: set[str] = set()
         self.origin = Origin(transport)  # how the client reached us (resource URIs)
         self._on_end = on_end
-        self.timer = SessionTimer(clock, timeout, notify_imminent, self._imminent, self._expired)
+        self.timer = SessionTimer(timers, timeout, notify_imminent, self._imminent, self._expired)
         # The identity a forwarded request carries upstream, encoded once.
         self.identity = b'"_session":' + dump_json({"id": session_id, "user": info.user_id})
 

@@ -27,6 +27,11 @@ class SniffingProtocol(Protocol):
         self._sniff = factory
         self._inner: Protocol | None = None
 
+    def connectionMade(self) -> None:
+        # Writes are already batched once per reactor turn; Nagle would only add delay
+        # to a request/response protocol (and the tunnel's WebSocket layer turns it off).
+        self.transport.setTcpNoDelay(True)  # type: ignore[union-attr]
+
     def dataReceived(self, data: bytes) -> None:
         inner = self._inner
         if inner is None:

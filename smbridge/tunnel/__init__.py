@@ -1,0 +1,7 @@
+"""The WebSocket tunnel (PROTOCOL §1): session URIs, Table 8 resource URIs, the listeners.
+
+- ``route``: decoding a session URI and the ``SM HTTPS URL Base Map`` alias map (pure).
+- ``uris``: the resource URIs a session is given (pure; a ``ResourceProvider``).
+- ``tunnel``: the Autobahn-on-Twisted listeners feeding the client connection.
+- ``nginx``: rendering deploy/nginx/smbridge.conf.in for a site (pure).
+"""

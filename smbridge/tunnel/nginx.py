@@ -1,0 +1,184 @@
+"""Rendering deploy/nginx/smbridge.conf.in for a site. Pure, apart from ``main``.
+
+The proxy's alias maps are written from the same ``SM HTTPS URL Base Map`` value the
+bridges read, plus the internal address (and certificate name) of each machine, so
+the two cannot drift apart. Every value is checked before it reaches the file:
+nothing with whitespace, quotes, braces or semicolons can slip in a directive.
+
+    python -m smbridge.tunnel.nginx --base-map 'ICServer1234|IC&ossm1|edge1' \\
+        --backend ICServer1234=10.0.0.40 --backend ossm1=10.0.0.41 \\
+        --server-name proxy.example.com --cert /etc/ssl/proxy.pem --key /etc/ssl/proxy.key \\
+        --internal-ca /etc/smbridge/ca.pem > /etc/nginx/conf.d/smbridge.conf
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from smbridge.tunnel.route import parse_alias_map
+from smbridge.tunnel.uris import KINDS
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "smbridge.conf.in"
+WEBCLIENT_ROOT = Path(__file__).resolve().parents[1] / "webclient"
+_SAFE = re.compile(r"^[A-Za-z0-9._:/@+=,\[\]*-]+$")  # no spaces, quotes, braces, ; or $
+_HOSTNAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})$")
+
+
+@dataclass(frozen=True)
+class Backend:
+    alias: str  # the public alias, as in SM HTTPS URL Base Map
+    address: str  # internal IP address (a host name needs an nginx `resolver`)
+    tls_name: str  # the name on the machine's internal certificate
+
+
+@dataclass(frozen=True)
+class ProxySite:
+    certificate: str
+    certificate_key: str
+    internal_ca: str
+    backends: tuple[Backend, ...]
+    listen: str = "443"
+    server_name: str = "_"
+    session_scheme: str = "wss"  # the hop to the bridge: wss (8952) or ws (8951)
+    session_port: int | None = None  # default: 8952 for wss, 8951 for ws
+    ports: Mapping[str, int] = field(default_factory=dict)  # Table 8 overrides, by kind
+    ws_timeout: str = "90s"
+    webclient_root: str = str(WEBCLIENT_ROOT)
+
+
+def backends_from_map(
+    base_map: str, addresses: Mapping[str, str], tls_names: Mapping[str, str] | None = None
+) -> tuple[Backend, ...]:
+    """One backend per alias of ``base_map`` whose machine has an address.
+
+    ``addresses`` and ``tls_names`` are keyed by machine name (any case); the TLS name
+    defaults to the machine name. Raises ValueError for a map entry the bridges would
+    skip, or a machine with an address but no alias (it would be unreachable).
+    """
+    aliases, problems = parse_alias_map(base_map)
+    if problems:
+        raise ValueError(f"SM HTTPS URL Base Map: {'; '.join(problems)}")
+    names = {k.lower(): v for k, v in (tls_names or {}).items()}
+    backends = []
+    for machine, address in addresses.items():
+        alias = aliases.alias_of(machine)
+        if alias is None:
+            raise ValueError(f"{machine} has no alias in the map; public URIs could not name it")
+        backends.append(Backend(alias, address, names.get(machine.lower(), machine)))
+    return tuple(backends)
+
+
+def _safe(what: str, value: str) -> str:
+    if not _SAFE.match(value):
+        raise ValueError(f"{what} {value!r} holds characters not allowed in the configuration")
+    return value
+
+
+def _address(value: str) -> str:
+    try:
+        ip = ipaddress.ip_address(value.strip("[]"))
+    except ValueError:
+        if not _HOSTNAME.match(value):
+            raise ValueError(
+                f"backend address {value!r} is not an IP address or host name"
+            ) from None
+        return value
+    return f"[{ip}]" if ip.version == 6 else str(ip)
+
+
+def render(template: str, site: ProxySite) -> str:
+    """The template with every ``@NAME@`` filled; ValueError for an unsafe value."""
+    if site.session_scheme not in ("ws", "wss"):
+        raise ValueError("session_scheme must be ws or wss")
+    if not site.backends:
+        raise ValueError("no backends: nothing to route to")
+    ports = {kind: k.port for kind, k in KINDS.items()} | dict(site.ports)
+    session_port = site.session_port or (8952 if site.session_scheme == "wss" else 8951)
+    backends, tls_names = [], []
+    for b in site.backends:
+        alias = re.escape(_safe("alias", b.alias))
+        backends.append(f'    "~*^{alias}$" {_address(b.address)};')
+        tls_names.append(f'    "~*^{alias}$" {_safe("TLS name", b.tls_name)};')
+    values = {
+        "BACKENDS": "\n".join(backends),
+        "TLS_NAMES": "\n".join(tls_names),
+        "LISTEN": _safe("listen", site.listen),
+        "SERVER_NAME": _safe("server name", site.server_name),
+        "CERTIFICATE": _safe("certificate path", site.certificate),
+        "CERTIFICATE_KEY": _safe("key path", site.certificate_key),
+        "INTERNAL_CA": _safe("CA path", site.internal_ca),
+        "WEBCLIENT_ROOT": _safe("webclient root", site.webclient_root.rstrip("/")),
+        "SESSION_SCHEME": "https" if site.session_scheme == "wss" else "http",
+        "SESSION_PORT": str(int(session_port)),
+        "WS_TIMEOUT": _safe("timeout", site.ws_timeout),
+        **{f"PORT_{kind.upper()}": str(int(port)) for kind, port in ports.items()},
+    }
+    unknown = set(re.findall(r"@([A-Z_]+)@", template)) - set(values)
+    if unknown:
+        raise ValueError(f"the template has unknown fields: {', '.join(sorted(unknown))}")
+    return re.sub(r"@([A-Z_]+)@", lambda m: values[m.group(1)], template)
+
+
+def _pairs(items: Sequence[str], flag: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise SystemExit(f"{flag} {item!r}: expected MACHINE=VALUE")
+        pairs[key] = value
+    return pairs
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(
+        prog="python -m smbridge.tunnel.nginx", description="Render the nginx site for smbridge."
+    )
+    p.add_argument("--base-map", required=True, help="the SM HTTPS URL Base Map value")
+    p.add_argument(
+        "--backend",
+        action="append",
+        default=[],
+        metavar="MACHINE=ADDRESS[,TLSNAME]",
+        help="internal address of a machine in the map (repeatable)",
+    )
+    p.add_argument("--cert", required=True)
+    p.add_argument("--key", required=True)
+    p.add_argument("--internal-ca", required=True)
+    p.add_argument("--listen", default="443")
+    p.add_argument("--server-name", default="_")
+    p.add_argument("--session-scheme", choices=("ws", "wss"), default="wss")
+    p.add_argument("--ws-timeout", default="90s")
+    p.add_argument("--template", type=Path, default=TEMPLATE)
+    p.add_argument("--webclient-root", default=str(WEBCLIENT_ROOT))
+    args = p.parse_args(argv)
+    addresses, names = {}, {}
+    for machine, value in _pairs(args.backend, "--backend").items():
+        address, _, tls_name = value.partition(",")
+        addresses[machine] = address
+        if tls_name:
+            names[machine] = tls_name
+    try:
+        site = ProxySite(
+            certificate=args.cert,
+            certificate_key=args.key,
+            internal_ca=args.internal_ca,
+            backends=backends_from_map(args.base_map, addresses, names),
+            listen=args.listen,
+            server_name=args.server_name,
+            session_scheme=args.session_scheme,
+            ws_timeout=args.ws_timeout,
+            webclient_root=args.webclient_root,
+        )
+        sys.stdout.write(render(args.template.read_text(encoding="utf-8"), site))
+    except ValueError as e:
+        raise SystemExit(f"smbridge nginx: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

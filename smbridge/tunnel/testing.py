@@ -1,0 +1,492 @@
+"""Real nginx and real Chromium for the tunnel's tests (and benchmarks).
+
+* :func:`start_proxy` runs Debian's nginx as a subprocess (never the system service)
+  from deploy/nginx/smbridge.conf.in, rendered into a temporary directory with a test
+  certificate signed by the site's CA, on a loopback port.
+* :func:`start_chromium` runs headless Chromium with a fresh profile and drives it
+  through the DevTools protocol over a WebSocket (Autobahn). The browser trusts only
+  the test proxy's key (``--ignore-certificate-errors-spki-list``), not every
+  certificate.
+* :func:`need_binary` skips a test when a binary is absent, unless ``CI`` is set, where
+  it fails: CI installs nginx and chromium (``.ci/run``).
+
+Waiting is by polling with a deadline on the reactor; nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, task
+
+NGINX = "/usr/sbin/nginx"
+CHROMIUM = "/usr/bin/chromium"
+
+
+def need_binary(path: str, what: str) -> str:
+    """``path`` if it is an executable; else skip the test (fail under ``CI``)."""
+    import pytest
+
+    if os.access(path, os.X_OK):
+        return path
+    found = shutil.which(Path(path).name)
+    if found:
+        return found
+    message = f"{what} is not installed ({path}); .ci/run installs it with apt-get"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@defer.inlineCallbacks
+def poll(reactor: Any, predicate: Callable[[], Any], what: str, deadline: float = 15.0) -> Any:
+    """Fire with ``predicate()``'s first true value; fail after ``deadline`` seconds."""
+    end = time.monotonic() + deadline
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise TimeoutError(f"no {what} within {deadline}s")
+        yield task.deferLater(reactor, 0.02, lambda: None)
+
+
+# --- certificates ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class ProxyCertificate:
+    cert: Path
+    key: Path
+    spki_sha256: str  # base64 SHA-256 of the public key, for Chromium's SPKI allow-list
+
+
+def issue_proxy_certificate(pki_dir: Path, out: Path) -> ProxyCertificate:
+    """A certificate for the test proxy (localhost, 127.0.0.1), signed by the site's CA."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from smbridge import pki
+
+    ca_key = serialization.load_pem_private_key((pki_dir / "ca.key").read_bytes(), None)
+    ca_cert = x509.load_pem_x509_certificate((pki_dir / "ca.pem").read_bytes())
+    key, cert = pki.issue(
+        ca_key,  # type: ignore[arg-type]
+        ca_cert,
+        "proxy.test",
+        ("localhost", "proxy.test"),
+        ("127.0.0.1",),
+        days=2,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = out / "proxy.pem", out / "proxy.key"
+    cert_path.write_bytes(pki.cert_pem(cert))
+    pki.write_private(key_path, pki.key_pem(key))
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return ProxyCertificate(
+        cert_path, key_path, base64.b64encode(hashlib.sha256(spki).digest()).decode()
+    )
+
+
+# --- nginx ----------------------------------------------------------------------------
+_MAIN_CONF = """\
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log info;
+{user}
+events {{ worker_connections 512; }}
+http {{
+    access_log {dir}/access.log;
+    client_body_temp_path {dir}/tmp/body;
+    proxy_temp_path {dir}/tmp/proxy;
+    fastcgi_temp_path {dir}/tmp/fastcgi;
+    uwsgi_temp_path {dir}/tmp/uwsgi;
+    scgi_temp_path {dir}/tmp/scgi;
+    types {{
+        text/html html;
+        text/css css;
+        application/javascript js;
+        image/png png;
+    }}
+    default_type application/octet-stream;
+    include {dir}/smbridge.conf;
+}}
+"""
+
+
+@dataclass
+class RunningProxy:
+    """An nginx subprocess serving the rendered smbridge site on 127.0.0.1:``port``."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    directory: Path
+    certificate: ProxyCertificate
+    config: str
+
+    @property
+    def base(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def error_log(self) -> str:
+        path = self.directory / "error.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@defer.inlineCallbacks
+def start_proxy(
+    reactor: Any,
+    work: Path,
+    pki_dir: Path,
+    backends: Mapping[str, str],
+    base_map: str,
+    ports: Mapping[str, int],
+    session_port: int,
+    session_scheme: str = "wss",
+    ws_timeout: str = "90s",
+    nginx: str = NGINX,
+) -> Any:
+    """Render deploy/nginx/smbridge.conf.in and run nginx on it; fires with a RunningProxy.
+
+    ``backends`` maps machine names of ``base_map`` to ``address[,tls-name]``.
+    """
+    from smbridge.tunnel.nginx import TEMPLATE, ProxySite, backends_from_map, render
+
+    directory = Path(tempfile.mkdtemp(prefix="nginx-", dir=work))
+    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (directory / "tmp" / sub).mkdir(parents=True)
+    cert = issue_proxy_certificate(pki_dir, directory / "tls")
+    addresses = {m: v.partition(",")[0] for m, v in backends.items()}
+    names = {m: v.partition(",")[2] for m, v in backends.items() if "," in v}
+    port = free_port()
+    site = ProxySite(
+        certificate=str(cert.cert),
+        certificate_key=str(cert.key),
+        internal_ca=str(pki_dir / "ca.pem"),
+        backends=backends_from_map(base_map, addresses, names),
+        listen=f"127.0.0.1:{port}",
+        server_name="localhost",
+        session_scheme=session_scheme,
+        session_port=session_port,
+        ports=dict(ports),
+        ws_timeout=ws_timeout,
+    )
+    config = render(TEMPLATE.read_text(encoding="utf-8"), site)
+    (directory / "smbridge.conf").write_text(config)
+    user = ""
+    if os.geteuid() == 0:  # workers must read the repository's webclient files
+        import pwd
+
+        user = f"user {pwd.getpwuid(os.getuid()).pw_name};"
+    (directory / "nginx.conf").write_text(_MAIN_CONF.format(dir=directory, user=user))
+    argv = [nginx, "-p", str(directory), "-c", str(directory / "nginx.conf"), "-e", "stderr"]
+    check = subprocess.run([*argv, "-t"], capture_output=True, text=True)
+    if check.returncode != 0:
+        raise RuntimeError(f"nginx -t refused the configuration:\n{check.stderr}\n{config}")
+    log = (directory / "stderr.log").open("wb")
+    proc = subprocess.Popen([*argv, "-g", "daemon off;"], stdout=log, stderr=subprocess.STDOUT)
+    running = RunningProxy(proc, port, directory, cert, config)
+
+    def listening() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"nginx exited {proc.returncode}: {running.error_log()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+        except OSError:
+            return False
+        return True
+
+    try:
+        yield poll(reactor, listening, "nginx listening")
+    except Exception:
+        running.stop()
+        raise
+    return running
+
+
+# --- Chromium through the DevTools protocol -------------------------------------------
+class DevToolsError(Exception):
+    pass
+
+
+@dataclass
+class Chromium:
+    """A headless Chromium subprocess and one page driven over the DevTools protocol."""
+
+    proc: subprocess.Popen[bytes]
+    profile: Path
+    devtools: Any = None  # the DevToolsProtocol
+    session: str | None = None  # the page's flat session id
+    console: list[str] = field(default_factory=list)
+
+    def command(self, method: str, params: dict[str, Any] | None = None) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = self.devtools.command(method, params or {}, self.session)
+        return d
+
+    @defer.inlineCallbacks
+    def evaluate(self, expression: str) -> Any:
+        """The JSON value of a JavaScript expression in the page (promises awaited)."""
+        reply = yield self.command(
+            "Runtime.evaluate",
+            {"expression": expression, "returnByValue": True, "awaitPromise": True},
+        )
+        if "exceptionDetails" in reply:
+            raise DevToolsError(json.dumps(reply["exceptionDetails"])[:500])
+        return reply["result"].get("value")
+
+    def stop(self) -> None:
+        if self.devtools is not None and self.devtools.transport is not None:
+            self.devtools.transport.abortConnection()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def _devtools_protocol() -> Any:
+    from autobahn.twisted.websocket import WebSocketClientProtocol
+
+    class DevToolsProtocol(WebSocketClientProtocol):
+        """Commands out with ids, answers matched back; console messages collected."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.next_id = 1
+            self.pending: dict[int, defer.Deferred[Any]] = {}
+            self.opened: defer.Deferred[Any] = defer.Deferred()
+            self.console: list[str] = []
+
+        def onOpen(self) -> None:
+            self.opened.callback(self)
+
+        def command(self, method: str, params: dict[str, Any], session: str | None) -> Any:
+            message: dict[str, Any] = {"id": self.next_id, "method": method, "params": params}
+            if session:
+                message["sessionId"] = session
+            d: defer.Deferred[Any] = defer.Deferred()
+            self.pending[self.next_id] = d
+            self.next_id += 1
+            self.sendMessage(json.dumps(message).encode())  # type: ignore[no-untyped-call]
+            return d
+
+        def onMessage(self, payload: bytes, isBinary: bool) -> None:
+            message = json.loads(payload)
+            if message.get("method") == "Runtime.consoleAPICalled":
+                args = message["params"].get("args", [])
+                self.console.append(
+                    " ".join(str(a.get("value", a.get("description"))) for a in args)
+                )
+            d = self.pending.pop(message.get("id", -1), None)
+            if d is None:
+                return
+            if "error" in message:
+                d.errback(DevToolsError(json.dumps(message["error"])))
+            else:
+                d.callback(message.get("result", {}))
+
+        def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+            if not self.opened.called:
+                self.opened.errback(DevToolsError(f"DevTools closed: {reason}"))
+            pending, self.pending = self.pending, {}
+            for d in pending.values():
+                d.errback(DevToolsError(f"DevTools closed: {reason}"))
+
+    return DevToolsProtocol
+
+
+@defer.inlineCallbacks
+def start_chromium(
+    reactor: Any, url: str, trust_spki: str | None = None, chromium: str = CHROMIUM
+) -> Any:
+    """Start headless Chromium, open ``url`` in a new page; fires with a :class:`Chromium`.
+
+    ``trust_spki`` (base64 SHA-256 of a public key) makes the browser accept that one
+    test certificate; no other certificate error is ignored.
+    """
+    from autobahn.twisted.websocket import WebSocketClientFactory
+    from twisted.internet.endpoints import TCP4ClientEndpoint
+
+    profile = Path(tempfile.mkdtemp(prefix="chromium-profile-"))
+    argv = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-extensions",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--remote-debugging-address=127.0.0.1",
+        "--remote-debugging-port=0",
+    ]
+    if trust_spki:
+        argv.append(f"--ignore-certificate-errors-spki-list={trust_spki}")
+    log = (profile / "chromium.log").open("wb")
+    proc = subprocess.Popen([*argv, "about:blank"], stdout=log, stderr=subprocess.STDOUT)
+    browser = Chromium(proc, profile)
+    try:
+        active = profile / "DevToolsActivePort"
+
+        def endpoint() -> tuple[int, str] | None:
+            if proc.poll() is not None:
+                raise RuntimeError(f"chromium exited {proc.returncode}")
+            lines = active.read_text().split() if active.exists() else []
+            return (int(lines[0]), lines[1]) if len(lines) >= 2 else None
+
+        port, path = yield poll(reactor, endpoint, "DevTools endpoint", deadline=30)
+        factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}{path}")
+        factory.protocol = _devtools_protocol()
+        factory.setProtocolOptions(maxMessagePayloadSize=0, maxFramePayloadSize=0)
+        devtools = yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(factory)
+        yield devtools.opened
+        browser.devtools = devtools
+        browser.console = devtools.console
+        target = yield devtools.command("Target.createTarget", {"url": "about:blank"}, None)
+        attached = yield devtools.command(
+            "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}, None
+        )
+        browser.session = attached["sessionId"]
+        yield browser.command("Runtime.enable")
+        yield browser.command("Page.enable")
+        yield browser.command("Page.navigate", {"url": url})
+    except Exception:
+        browser.stop()
+        raise
+    return browser
+
+
+# --- a whole internet path: site + Table 8 stand-ins + nginx -------------------------
+BASE_MAP = "cic1|IC&sm1|edge1"  # the demo CIC server and the test bridge, by alias
+
+
+def echo_site(label: str) -> Any:
+    """A twisted.web site answering every GET with JSON: its label and what it received."""
+    from twisted.web.resource import Resource
+    from twisted.web.server import Request, Site
+
+    class Echo(Resource):
+        isLeaf = True
+
+        def render_GET(self, request: Request) -> bytes:
+            request.setHeader(b"content-type", b"application/json")
+            headers = {
+                k.decode().lower(): v[0].decode()
+                for k, v in request.requestHeaders.getAllRawHeaders()
+            }
+            return json.dumps(
+                {"label": label, "uri": (request.uri or b"").decode(), "headers": headers}
+            ).encode()
+
+    site = Site(Echo())  # type: ignore[no-untyped-call]
+    site.noisy = False
+    return site
+
+
+@dataclass
+class ProxiedSite:
+    """A Notifier and bridge (testing.start_site), Table 8 stand-ins, and nginx in front."""
+
+    site: Any
+    proxy: RunningProxy
+    echo_ports: dict[str, Any]
+
+    @defer.inlineCallbacks
+    def stop(self) -> Any:
+        self.proxy.stop()
+        for port in self.echo_ports.values():
+            yield port.stopListening()
+        yield self.site.stop()
+
+
+@defer.inlineCallbacks
+def start_proxied_site(
+    reactor: Any,
+    work: Path,
+    ws_timeout: str = "90s",
+    session_scheme: str = "wss",
+    **bridge_options: Any,
+) -> Any:
+    """Start the site with its wss (or ws) tunnel, recorder/dialer echo servers, and nginx.
+
+    The CIC server ``cic1`` is ``IC`` in public URIs and the bridge ``sm1`` is ``edge1``;
+    both are 127.0.0.1 inside, with certificates for ``localhost``.
+    """
+    from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
+
+    from smbridge import pki
+    from smbridge.testing import start_site
+
+    tunnel: dict[str, Any] = {"wss_port": 0} if session_scheme == "wss" else {"ws_port": 0}
+    site = yield start_site(
+        reactor,
+        work,
+        parameters={"SM HTTPS URL Base Map": BASE_MAP},
+        resources=True,
+        **tunnel,
+        **bridge_options,
+    )
+    echo_ports: dict[str, Any] = {}
+    try:
+        for kind in ("recorder", "recordersecure", "dialer", "dialersecure"):
+            if kind.endswith("secure"):
+                endpoint: Any = SSL4ServerEndpoint(
+                    reactor, 0, pki.server_options(site.pki.notifier), interface="127.0.0.1"
+                )
+            else:
+                endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+            echo_ports[kind] = yield endpoint.listen(echo_site(kind))
+        ports = {kind: port.getHost().port for kind, port in echo_ports.items()}
+        ports.update(http=site.http_port, httpsecure=site.https_port, reporting=site.https_port)
+        proxy = yield start_proxy(
+            reactor,
+            work,
+            site.pki.ca.parent,
+            {"cic1": "127.0.0.1,localhost", "sm1": "127.0.0.1,localhost"},
+            BASE_MAP,
+            ports,
+            site.wss_port if session_scheme == "wss" else site.ws_port,
+            session_scheme=session_scheme,
+            ws_timeout=ws_timeout,
+            nginx=need_binary(NGINX, "nginx"),
+        )
+    except BaseException:
+        for port in echo_ports.values():
+            yield port.stopListening()
+        yield site.stop()
+        raise
+    return ProxiedSite(site, proxy, echo_ports)
