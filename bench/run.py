@@ -97,6 +97,8 @@ def main(reactor: Any, args: argparse.Namespace) -> Any:
             "off",
             "--wss-port",
             "off",
+            "--admin-port",
+            "off",
             "--work-path",
             str(work),
         ],

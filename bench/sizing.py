@@ -144,6 +144,52 @@ class Watcher(Counter):
         super().dataReceived(data)
 
 
+class SupervisorSwitcher:
+    """Supervisors move their queue and statistics watches to another workgroup.
+
+    The note's supervisors switch every 5-10 minutes; the bench compresses time 60x,
+    so each switches about every 7.5 s (at random, seeded). Only the bridge run does
+    this: the minimal reference has a fixed plan, which can only flatter it.
+    """
+
+    def __init__(
+        self,
+        clients: dict[str, Watcher],
+        topics: dict[str, list[str]],
+        workgroups: list[str],
+        every: float = 7.5,
+        seed: int = 11,
+    ) -> None:
+        import random
+
+        self.rng = random.Random(seed)
+        self.every = every
+        self.workgroups = workgroups
+        self.current = {
+            uid: next(t.split(":", 1)[1] for t in ts if t.startswith("queue:"))
+            for uid, ts in topics.items()
+            if uid.startswith("supervisor")
+        }
+        self.clients = {uid: clients[uid] for uid in self.current}
+        self.switches = 0
+
+    def tick(self, period: float = 0.5) -> None:
+        if len(self.workgroups) < 2:
+            return
+        for uid, old in self.current.items():
+            if self.rng.random() >= period / self.every:
+                continue
+            new = self.rng.choice([w for w in self.workgroups if w != old])
+            self.current[uid] = new
+            self.clients[uid].transport.write(  # type: ignore[union-attr]
+                request(c.UNWATCH_QUEUE, {"queue": old}, rid=20)
+                + request(c.UNWATCH_STATISTICS, {"workgroup": old}, rid=21)
+                + request(c.WATCH_QUEUE, {"queue": new}, rid=22)
+                + request(c.WATCH_STATISTICS, {"workgroup": new}, rid=23)
+            )
+            self.switches += 1
+
+
 def rss_kb(server: Server) -> int:
     for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -266,6 +312,7 @@ def bridge_run(
     site_file: Path,
     scripts: dict[str, list[bytes]],
     traffic: dict[str, Any],
+    topics: dict[str, list[str]],
 ) -> Any:
     """The bridge: memory per idle session, then deliveries under traffic."""
     files = pki.SitePKI.in_dir(work / "pki")
@@ -295,6 +342,8 @@ def bridge_run(
             "off",
             "--wss-port",
             "off",
+            "--admin-port",
+            "off",
         ],
         work,
     )
@@ -319,9 +368,23 @@ def bridge_run(
         out["bridge_rss_mb_after_watches"] = round(rss_kb(bridge) / 1024, 1)
         yield task.deferLater(reactor, 3.0, lambda: None)  # a trim (--trim-interval 2) ran
         out["bridge_rss_mb_watching"] = round(rss_kb(bridge) / 1024, 1)
+        workgroups = sorted(
+            {
+                t.split(":", 1)[1]
+                for ts in topics.values()
+                for t in ts
+                if t.startswith("statistics:")
+            }
+        )
+        switcher = SupervisorSwitcher(dict(zip(scripts, watchers, strict=True)), topics, workgroups)
+        switching = task.LoopingCall(switcher.tick)
+        switching.clock = reactor
+        switching.start(0.5, now=False)
         out["bridge"] = yield measure(
             reactor, control, watchers, [bridge, notifier], traffic, seconds
         )
+        switching.stop()
+        out["bridge"]["supervisor_switches"] = switcher.switches
         for w in watchers:
             w.transport.loseConnection()
     finally:
@@ -412,7 +475,9 @@ def one_size(reactor: Any, sessions: int, seconds: float, work: Path) -> Any:
         "traffic": traffic,
         "watches": sum(len(t) for t in topics.values()),
     }
-    result.update((yield bridge_run(reactor, sessions, seconds, work, site_file, scripts, traffic)))
+    result.update(
+        (yield bridge_run(reactor, sessions, seconds, work, site_file, scripts, traffic, topics))
+    )
     result["minimal"] = yield reference_run(
         reactor, sessions, seconds, work, site_file, plan_file, scripts, traffic
     )

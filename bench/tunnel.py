@@ -327,6 +327,8 @@ def _bridge(name: str, work: Path, n_port: int, ports: dict[str, int], env: dict
         "--allow-cleartext",
         "--work-path",
         str(work),
+        "--admin-port",
+        "off",
     ]
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

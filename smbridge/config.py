@@ -81,6 +81,9 @@ class BridgeConfig:
     policy: TimeoutPolicy = field(default_factory=TimeoutPolicy)
     max_frame: int = DEFAULT_MAX_FRAME
     max_watches: int = 200  # watches one session may hold (queues, users, workgroups)
+    admin_port: int | None = None  # None: no admin API (twistd smbridge defaults to 8080)
+    admin_interface: str = "127.0.0.1"
+    admin_token: str | None = field(default=None, repr=False)  # required off loopback
     trim_interval: float = 60.0  # seconds between handing free memory back (0: never)
     ws_port: int | None = None  # WebSocket tunnel, clear text; None: off (twistd: 8951)
     wss_port: int | None = None  # WebSocket tunnel over TLS; None: off (twistd: 8952)

@@ -121,6 +121,7 @@ class DemoService(MultiService):
             "control": self.notifier.control_port.getHost().port,
             "ws": tunnel.ws_port if tunnel is not None else None,
             "wss": tunnel.wss_port if tunnel is not None else None,
+            "admin": self.bridge.admin_port,
             **{f"notifier_{kind}": port for kind, port in self._resource_ports().items()},
         }
         path = self.config.work_path / "ports.json"

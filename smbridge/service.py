@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from smbridge import pki
+from smbridge.admin.api import admin_site
 from smbridge.config import BridgeConfig
 from smbridge.listening import ListenerService
 from smbridge.memory import MemoryTrimmer
@@ -75,6 +76,7 @@ class BridgeService(MultiService):
         self.router = Router(self.registry, self.upstream, config.identity, config.max_watches)
         self.connections = ClientConnectionFactory(self.router, self.batcher, config.max_frame)
         self.listener: ListenerService | None = None
+        self.admin: ListenerService | None = None
         self.names = BridgeNames(
             lambda: registered_cic(self.upstream.registered),
             self.router.parameters,
@@ -116,15 +118,31 @@ class BridgeService(MultiService):
         endpoint = server_endpoint(self.reactor, self.config.port, self.config.interface)
         self.listener = ListenerService("client-listener", endpoint, sniff, track=False)
         self.listener.setServiceParent(self)  # type: ignore[no-untyped-call]
+        if self.config.admin_port is not None:
+            endpoint = server_endpoint(
+                self.reactor, self.config.admin_port, self.config.admin_interface
+            )
+            site = admin_site(self, self.config.admin_token)
+            self.admin = ListenerService("admin-api", endpoint, site)
+            self.admin.setServiceParent(self)  # type: ignore[no-untyped-call]
         super().startService()  # type: ignore[no-untyped-call]
 
     def when_ready(self) -> defer.Deferred[None]:
         """Fire once the listener is bound and the Notifier link is up."""
         assert self.listener is not None, "start the service first"
         waits: list[defer.Deferred[Any]] = [self.listener.when_listening(), self.upstream.when_up()]
+        if self.admin is not None:
+            waits.append(self.admin.when_listening())
         if self.tunnel is not None:
             waits.append(self.tunnel.when_listening())
         return defer.gatherResults(waits, consumeErrors=True).addCallback(lambda _: None)
+
+    @property
+    def admin_port(self) -> int | None:
+        """The admin API's bound port, when it listens."""
+        if self.admin is None or self.admin.port is None:
+            return None
+        return int(self.admin.port.getHost().port)  # type: ignore[attr-defined]
 
     @property
     def port(self) -> int:

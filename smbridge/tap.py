@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,19 @@ class Options(usage.Options):
         ],
         ["max-frame", None, DEFAULT_MAX_FRAME, "largest frame accepted, bytes", int],
         ["max-watches", None, 200, "watches one session may hold", int],
+        ["admin-port", None, "8080", "admin API port (or 'off')"],
+        [
+            "admin-interface",
+            None,
+            "127.0.0.1",
+            "admin API address; off loopback a token is required",
+        ],
+        [
+            "admin-token-file",
+            None,
+            None,
+            "file holding the admin API bearer token (or set SMBRIDGE_ADMIN_TOKEN)",
+        ],
         ["trim-interval", None, 60.0, "seconds between giving free memory back (0: never)", float],
         ["ws-port", None, str(WS_PORT), "WebSocket tunnel port, clear text (or 'off')"],
         ["wss-port", None, str(WSS_PORT), "WebSocket tunnel port over TLS (or 'off')"],
@@ -165,7 +179,13 @@ class Options(usage.Options):
             raise usage.UsageError("--max-watches must be at least 1")
         if self["max-frame"] < 1024:
             raise usage.UsageError("--max-frame must be at least 1024 bytes")
-        for flag in ("ws-port", "wss-port", "notifier-http-port", "notifier-https-port"):
+        for flag in (
+            "ws-port",
+            "wss-port",
+            "notifier-http-port",
+            "notifier-https-port",
+            "admin-port",
+        ):
             self[flag] = _port_or_off(f"--{flag}", self[flag])
         self["require-client-type"] = _yes_no("--require-client-type", self["require-client-type"])
         if not 0 <= self["ws-ping-interval"] <= 3600:
@@ -203,6 +223,9 @@ class Options(usage.Options):
             max_frame=self["max-frame"],
             max_watches=self["max-watches"],
             trim_interval=self["trim-interval"],
+            admin_port=self["admin-port"],
+            admin_interface=self["admin-interface"],
+            admin_token=self._admin_token(),
             ws_port=self["ws-port"],
             wss_port=self["wss-port"],
             tunnel=TunnelSettings(
@@ -211,6 +234,24 @@ class Options(usage.Options):
             ),
             resource_ports=dict(self.resource_ports),
         )
+
+    def _admin_token(self) -> str | None:
+        """The admin token: from --admin-token-file or SMBRIDGE_ADMIN_TOKEN, never argv."""
+        token = os.environ.get("SMBRIDGE_ADMIN_TOKEN")
+        if self["admin-token-file"]:
+            try:
+                token = Path(self["admin-token-file"]).read_text().strip()
+            except OSError as e:
+                raise usage.UsageError(f"--admin-token-file: {e.strerror}") from None
+        if token is not None and len(token) < 16:
+            raise usage.UsageError("the admin token must be at least 16 characters")
+        loopback = self["admin-interface"] in ("127.0.0.1", "::1", "localhost")
+        if self["admin-port"] is not None and not loopback and not token:
+            raise usage.UsageError(
+                f"--admin-interface {self['admin-interface']} is not loopback: give a token "
+                "with --admin-token-file or SMBRIDGE_ADMIN_TOKEN"
+            )
+        return token or None
 
     def _tls_files(self, work: Path, demo: bool) -> TLSFiles:
         from smbridge.demo import demo_tls

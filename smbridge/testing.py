@@ -208,13 +208,19 @@ def start_site(
 
 
 @defer.inlineCallbacks
-def http_json(reactor: Any, method: str, url: str, body: Any = None) -> Any:
+def http_json(
+    reactor: Any,
+    method: str,
+    url: str,
+    body: Any = None,
+    headers: dict[bytes | str, bytes | str] | None = None,
+) -> Any:
     """One HTTP request with JSON in and out, on a non-persistent pool (no timers left behind)."""
     import treq
     from twisted.web.client import HTTPConnectionPool
 
     pool = HTTPConnectionPool(reactor, persistent=False)
-    response = yield treq.request(method, url, json=body, pool=pool)
+    response = yield treq.request(method, url, json=body, pool=pool, headers=headers)
     data = yield response.json()
     return response.code, data
 

@@ -16,6 +16,7 @@ from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
 from smbridge.client import connect
+from smbridge.testing import http_json
 
 pytestmark = pytest.mark.integration
 TWISTD = str(Path(sys.executable).parent / "twistd")
@@ -39,6 +40,8 @@ class DemoSmoke(TestCase):
                 "--notifier-port",
                 "0",
                 "--control-port",
+                "0",
+                "--admin-port",
                 "0",
                 "--ws-port",
                 "0",
@@ -93,6 +96,11 @@ class DemoSmoke(TestCase):
         reply = yield client.logon("supervisor1", "demo")
         self.assertTrue(reply["sessionId"])
         snapshot = yield client.watch_queue("Support")
+        code, status = yield http_json(
+            reactor, "GET", f"http://127.0.0.1:{ports['admin']}/api/status"
+        )
+        self.assertEqual((code, status["name"], status["sessions"]["total"]), (200, "bridge1", 1))
+        self.assertIsInstance(status["tunnel"]["usesNvx"], bool)
         self.assertEqual(snapshot["queue"], "Support")
         directory = yield client.get_directory("Company Directory")
         ids = {entry["id"] for entry in directory["entries"]}

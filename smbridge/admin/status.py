@@ -1,0 +1,51 @@
+"""What ``GET /api/status`` says about a running bridge, built from its parts.
+
+Pure over the objects it reads, so it is tested without HTTP. It never includes
+a secret (no resume tokens, no passwords, no admin token).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import smbridge
+
+if TYPE_CHECKING:
+    from smbridge.service import BridgeService
+
+
+def status(bridge: BridgeService) -> dict[str, Any]:
+    identity = bridge.config.identity
+    upstream = bridge.upstream
+    registered = upstream.registered
+    transports = Counter(s.transport for s in bridge.registry)
+    tunnel = bridge.tunnel
+    return {
+        "name": identity.name,
+        "fqdn": identity.fqdn,
+        "kind": identity.kind,
+        "location": identity.location,
+        "version": smbridge.__version__,
+        "accepting": True,
+        "acceptReason": identity.accept,
+        "notifier": {
+            "server": upstream.server,
+            "state": upstream.state.value,
+            "cic": registered.get("cic") if upstream.up else None,
+            "lastError": upstream.last_error,
+        },
+        "sessions": {"total": len(bridge.registry), "byTransport": dict(transports)},
+        "topics": len(bridge.router.fanout.topics),
+        "tunnel": None
+        if tunnel is None
+        else {"usesNvx": tunnel.uses_nvx, "hasNvx": tunnel.has_nvx},
+        "memory": {"returnedKb": bridge.trimmer.returned_kb},
+    }
+
+
+def healthy(bridge: BridgeService) -> tuple[bool, str]:
+    """Healthy while the Notifier link is up: a bridge without it can serve no logon."""
+    if bridge.upstream.up:
+        return True, "ok"
+    return False, f"the Notifier link is {bridge.upstream.state.value}"
