@@ -21,6 +21,7 @@ from twisted.internet import defer
 from twisted.internet.protocol import Protocol
 
 from smbridge.codec import Kind, encode
+from smbridge.testing import stop_process
 
 _U32 = Struct(">I")
 BIN = Path(sys.executable).parent
@@ -44,12 +45,7 @@ class Server:
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=work)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc)
         self.log.close()
 
     def cpu_seconds(self) -> float:
@@ -169,3 +165,25 @@ def wait_registered(reactor: Any, control: str, deadline: float = 30.0) -> Any:
             pass
         yield task.deferLater(reactor, 0.1, lambda: None)
     raise TimeoutError("no bridge registered with the Notifier")
+
+
+def notifier_args(
+    port: int, control_port: int, files: Any, site: Path | None = None, *extra: str
+) -> list[str]:
+    """``twistd notifier`` on 127.0.0.1 with its TLS files; the demo site unless ``site``."""
+    return [
+        "notifier", *(["--site", str(site)] if site is not None else ["--demo"]),
+        "--port", str(port), "--interface", "127.0.0.1",
+        "--control", f"tcp:{control_port}:interface=127.0.0.1",
+        "--cert", str(files.notifier), "--ca", str(files.ca),
+        "--http-port", "off", "--https-port", "off", *extra,
+    ]  # fmt: skip
+
+
+def bridge_args(notifier_port: int, port: int, work: Path, *extra: str) -> list[str]:
+    """``twistd smbridge`` on 127.0.0.1 toward a local Notifier, with nothing else listening."""
+    return [
+        "smbridge", "--notifier", f"127.0.0.1:{notifier_port}", "--notifier-name", "localhost",
+        "--port", str(port), "--interface", "127.0.0.1", "--work-path", str(work),
+        "--ws-port", "off", "--wss-port", "off", "--admin-port", "off", *extra,
+    ]  # fmt: skip

@@ -28,7 +28,16 @@ import treq  # noqa: E402
 from twisted.internet import defer, task  # noqa: E402
 
 from bench import fanout, roundtrip  # noqa: E402
-from bench.common import BIN, Server, free_port, wait_for_port, wait_registered, write_results  # noqa: E402
+from bench.common import (  # noqa: E402
+    BIN,
+    Server,
+    bridge_args,
+    free_port,
+    notifier_args,
+    wait_for_port,
+    wait_registered,
+    write_results,
+)
 from smbridge import pki  # noqa: E402
 
 FULL = {
@@ -58,52 +67,8 @@ def main(reactor: Any, args: argparse.Namespace) -> Any:
     files = pki.ensure_site_pki(work / "pki")
     n_port, c_port, b_port = free_port(), free_port(), free_port()
     control = f"http://127.0.0.1:{c_port}"
-    notifier = Server(
-        "notifier",
-        [
-            "notifier",
-            "--demo",
-            "--port",
-            str(n_port),
-            "--interface",
-            "127.0.0.1",
-            "--control",
-            f"tcp:{c_port}:interface=127.0.0.1",
-            "--cert",
-            str(files.notifier),
-            "--ca",
-            str(files.ca),
-            "--http-port",
-            "off",
-            "--https-port",
-            "off",
-        ],
-        work,
-    )
-    bridge = Server(
-        "bridge",
-        [
-            "smbridge",
-            "--notifier",
-            f"127.0.0.1:{n_port}",
-            "--notifier-name",
-            "localhost",
-            "--port",
-            str(b_port),
-            "--interface",
-            "127.0.0.1",
-            "--allow-cleartext",
-            "--ws-port",
-            "off",
-            "--wss-port",
-            "off",
-            "--admin-port",
-            "off",
-            "--work-path",
-            str(work),
-        ],
-        work,
-    )
+    notifier = Server("notifier", notifier_args(n_port, c_port, files), work)
+    bridge = Server("bridge", bridge_args(n_port, b_port, work, "--allow-cleartext"), work)
     results: dict[str, Any] = {
         "params": p,
         "machine": platform.platform(),

@@ -39,11 +39,13 @@ from twisted.internet import defer, task  # noqa: E402
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS  # noqa: E402
 from twisted.internet.protocol import Factory  # noqa: E402
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     BIN,
     Counter,
     Server,
+    bridge_args,
     free_port,
+    notifier_args,  # noqa: E402
     request,
     wait_for_port,
     wait_registered,
@@ -276,29 +278,7 @@ def start_notifier(
     name: str, site_file: Path, files: pki.SitePKI, work: Path
 ) -> tuple[Server, int, str]:
     n_port, c_port = free_port(), free_port()
-    notifier = Server(
-        name,
-        [
-            "notifier",
-            "--site",
-            str(site_file),
-            "--port",
-            str(n_port),
-            "--interface",
-            "127.0.0.1",
-            "--control",
-            f"tcp:{c_port}:interface=127.0.0.1",
-            "--cert",
-            str(files.notifier),
-            "--ca",
-            str(files.ca),
-            "--http-port",
-            "off",
-            "--https-port",
-            "off",
-        ],
-        work,
-    )
+    notifier = Server(name, notifier_args(n_port, c_port, files, site_file), work)
     wait_for_port(c_port)
     return notifier, n_port, f"http://127.0.0.1:{c_port}"
 
@@ -322,29 +302,7 @@ def bridge_run(
     b_port = free_port()
     bridge = Server(
         f"bridge-{sessions}",
-        [
-            "smbridge",
-            "--notifier",
-            f"127.0.0.1:{n_port}",
-            "--notifier-name",
-            "localhost",
-            "--port",
-            str(b_port),
-            "--interface",
-            "127.0.0.1",
-            "--work-path",
-            str(work),
-            "--session-timeout",
-            "3600",
-            "--trim-interval",
-            "2",
-            "--ws-port",
-            "off",
-            "--wss-port",
-            "off",
-            "--admin-port",
-            "off",
-        ],
+        bridge_args(n_port, b_port, work, "--session-timeout", "3600", "--trim-interval", "2"),
         work,
     )
     out: dict[str, Any] = {}

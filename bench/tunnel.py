@@ -37,7 +37,15 @@ from twisted.internet import defer, task  # noqa: E402
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS  # noqa: E402
 from twisted.internet.protocol import Factory, Protocol  # noqa: E402
 
-from bench.common import BIN, Server, free_port, wait_for_port, write_results  # noqa: E402
+from bench.common import (  # noqa: E402
+    BIN,
+    Server,
+    bridge_args,
+    free_port,
+    notifier_args,
+    wait_for_port,
+    write_results,
+)
 from smbridge import pki  # noqa: E402
 from smbridge.codec import Kind, encode  # noqa: E402
 from smbridge.codec import catalog as c  # noqa: E402
@@ -308,28 +316,11 @@ def wait_registered(reactor: Any, control: str, count: int, deadline: float = 30
 
 
 def _bridge(name: str, work: Path, n_port: int, ports: dict[str, int], env: dict[str, str]) -> Any:
-    args = [
-        "smbridge",
-        "--name",
-        name,
-        "--notifier",
-        f"127.0.0.1:{n_port}",
-        "--notifier-name",
-        "localhost",
-        "--port",
-        str(ports["tls"]),
-        "--ws-port",
-        str(ports["ws"]),
-        "--wss-port",
-        str(ports["wss"]),
-        "--interface",
-        "127.0.0.1",
-        "--allow-cleartext",
-        "--work-path",
-        str(work),
-        "--admin-port",
-        "off",
-    ]
+    # Later flags win: the tunnel's own ports replace bridge_args' "off".
+    args = bridge_args(
+        n_port, ports["tls"], work, "--name", name, "--allow-cleartext",
+        "--ws-port", str(ports["ws"]), "--wss-port", str(ports["wss"]),
+    )  # fmt: skip
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -354,28 +345,7 @@ def main(reactor: Any, args: argparse.Namespace) -> Any:
     ports = {"tls": free_port(), "ws": free_port(), "wss": free_port()}
     slow = {"tls": free_port(), "ws": free_port(), "wss": free_port()}
     relay_port = free_port()
-    notifier = Server(
-        "notifier",
-        [
-            "notifier",
-            "--demo",
-            "--port",
-            str(n_port),
-            "--interface",
-            "127.0.0.1",
-            "--control",
-            f"tcp:{c_port}:interface=127.0.0.1",
-            "--cert",
-            str(files.notifier),
-            "--ca",
-            str(files.ca),
-            "--http-port",
-            "off",
-            "--https-port",
-            "off",
-        ],
-        work,
-    )
+    notifier = Server("notifier", notifier_args(n_port, c_port, files), work)
     bridge = _bridge("bridge", work, n_port, ports, {})
     no_nvx = _bridge("bridge-no-nvx", work, n_port, slow, {"AUTOBAHN_USE_NVX": "0"})
     relay_log = (work / "websockify.log").open("wb")

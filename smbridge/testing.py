@@ -363,3 +363,38 @@ class RouterHarness:
                 self.user_subs[user] = self.serve(frame, {"user": user, "interactions": []})
         replies = self.received(transport)
         return conn, transport, replies[0].parsed()
+
+
+def poll(
+    predicate: Any, deadline: float = 10.0, step: float = 0.02, clock: Any = None
+) -> defer.Deferred[None]:
+    """Fire once ``predicate()`` is true; fail after ``deadline`` seconds (no fixed sleeps)."""
+    from twisted.internet import task
+
+    if clock is None:
+        from twisted.internet import reactor as clock
+
+    @defer.inlineCallbacks
+    def loop() -> Any:
+        waited = 0.0
+        while not predicate():
+            if waited >= deadline:
+                raise AssertionError(f"condition not met within {deadline}s")
+            yield task.deferLater(clock, step, lambda: None)
+            waited += step
+
+    d: defer.Deferred[None] = loop()
+    return d
+
+
+def stop_process(proc: Any, grace: float = 10.0) -> None:
+    """Terminate a subprocess, killing it if it does not exit within ``grace`` seconds."""
+    import subprocess
+
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

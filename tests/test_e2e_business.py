@@ -11,23 +11,8 @@ from twisted.trial.unittest import TestCase
 
 from smbridge.client import ClientError, connect
 from smbridge.codec import catalog as c
-from smbridge.testing import http_json, start_site
+from smbridge.testing import http_json, poll, start_site
 from smbridge.topics import TopicState
-
-
-def poll(predicate, deadline: float = 15.0, step: float = 0.02) -> defer.Deferred:
-    """Fire once ``predicate()`` is true; fail after ``deadline`` seconds."""
-
-    @defer.inlineCallbacks
-    def loop():
-        waited = 0.0
-        while not predicate():
-            if waited >= deadline:
-                raise AssertionError(f"condition not met within {deadline}s")
-            yield task.deferLater(reactor, step, lambda: None)
-            waited += step
-
-    return loop()
 
 
 class Recorder:

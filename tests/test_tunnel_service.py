@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
@@ -20,28 +20,13 @@ from smbridge.client import ClientError, connect
 from smbridge.codec import Kind, encode
 from smbridge.codec import catalog as c
 from smbridge.config import TunnelSettings
-from smbridge.testing import decode_all, http_json, start_site
+from smbridge.testing import decode_all, http_json, poll, start_site
 from smbridge.transports.batch import WriteBatcher
 from smbridge.transports.connection import ClientConnectionFactory
 from smbridge.tunnel.tunnel import BridgeNames, TunnelService, frame_header
 
 pytestmark = pytest.mark.integration
 ALIAS_MAP = {"SM HTTPS URL Base Map": "cic1|IC&sm1|edge1"}
-
-
-def poll(predicate, deadline: float = 10.0, step: float = 0.02) -> defer.Deferred:
-    """Fire once ``predicate()`` is true; fail after ``deadline`` seconds."""
-
-    @defer.inlineCallbacks
-    def loop():
-        waited = 0.0
-        while not predicate():
-            if waited >= deadline:
-                raise AssertionError(f"condition not met within {deadline}s")
-            yield task.deferLater(reactor, step, lambda: None)
-            waited += step
-
-    return loop()
 
 
 class RawClient(WebSocketClientProtocol):

@@ -31,6 +31,8 @@ from typing import Any
 
 from twisted.internet import defer, task
 
+from smbridge.testing import stop_process
+
 NGINX = "/usr/sbin/nginx"
 CHROMIUM = "/usr/bin/chromium"
 
@@ -151,13 +153,7 @@ class RunningProxy:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 @defer.inlineCallbacks
@@ -264,13 +260,7 @@ class Chromium:
     def stop(self) -> None:
         if self.devtools is not None and self.devtools.transport is not None:
             self.devtools.transport.abortConnection()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
