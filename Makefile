@@ -7,6 +7,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test unit integration bench lint clean
 
+TOOLS := .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed
+
+# sslyze (the TLS profile test) pins an older cryptography: it gets its own venv.
+$(TOOLS_STAMP):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q sslyze
+	touch $(TOOLS_STAMP)
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -18,7 +27,7 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/twistd -n smbridge --demo
 
-test: $(STAMP)
+test: $(STAMP) $(TOOLS_STAMP)
 	$(BIN)/python -m pytest -q
 
 unit: $(STAMP)
@@ -36,4 +45,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) smbridge-work .pytest_cache bench/results
+	rm -rf $(VENV) $(TOOLS) smbridge-work .pytest_cache bench/results

@@ -176,6 +176,8 @@ def notifier_args(
         "--port", str(port), "--interface", "127.0.0.1",
         "--control", f"tcp:{control_port}:interface=127.0.0.1",
         "--cert", str(files.notifier), "--ca", str(files.ca),
+        "--trust", str(files.bridge_client),
+        "--trust-store", str(Path(files.ca).parent / "trust.json"),
         "--http-port", "off", "--https-port", "off", *extra,
     ]  # fmt: skip
 

@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"smbridge {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_client(commands)
+    from smbridge.certs import add_parser as _add_certs
+
+    _add_certs(commands)
     return parser
 
 

@@ -75,12 +75,17 @@ class BridgeConfig:
     tls: TLSFiles
     notifiers: tuple[NotifierAddress, ...] = (NotifierAddress("localhost"),)
     notifier_name: str | None = None  # name the Notifier's certificate must carry
+    switchover_mode: str = "follow-primary"  # or "pinned": only the first --notifier
+    ping_interval: float = 5.0  # seconds between load Pings to the Notifier
+    high_watermark_ms: float = 500.0  # Ping round trip above this: the site is loaded...
+    low_watermark_ms: float = 200.0  # ...until a round trip falls below this
     port: int = CLIENT_PORT
     interface: str = ""
     allow_cleartext: bool = False
     policy: TimeoutPolicy = field(default_factory=TimeoutPolicy)
     max_frame: int = DEFAULT_MAX_FRAME
     max_watches: int = 200  # watches one session may hold (queues, users, workgroups)
+    max_unread_seconds: float = 60.0  # a client that reads nothing this long is dropped
     admin_port: int | None = None  # None: no admin API (twistd smbridge defaults to 8080)
     admin_interface: str = "127.0.0.1"
     admin_token: str | None = field(default=None, repr=False)  # required off loopback
@@ -94,5 +99,5 @@ class BridgeConfig:
 
     @property
     def notifier(self) -> NotifierAddress:
-        """The Notifier this bridge dials (switchover between several comes later)."""
+        """The first Notifier given (the pinned one in ``pinned`` mode)."""
         return self.notifiers[0]

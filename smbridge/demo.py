@@ -50,12 +50,15 @@ class DemoService(MultiService):
     def startService(self) -> None:
         from smbridge.notifier.demo import demo_site
         from smbridge.notifier.service import NotifierService
+        from smbridge.notifier.trust import CertificateTrust
 
         config = self.config
         files = pki.ensure_site_pki(config.work_path / "pki")
         self.notifier = NotifierService(
             demo_site(bridge_fqdn="localhost"),
             reactor=self.reactor,
+            # The demo trusts its own bridge's certificate (docs/switchover.md, trust).
+            trust=CertificateTrust(trusted_files=[files.bridge_client]),
             link_endpoint=SSL4ServerEndpoint(
                 self.reactor,
                 config.notifier_port,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def issue(
     ip_addresses: tuple[str, ...] = (),
     client: bool = False,
     server: bool = True,
-    days: int = 825,
+    days: int = 365,  # Mozilla's profiles want leaf certificates to live under 366 days
 ) -> tuple[Key, x509.Certificate]:
     """Issue a leaf certificate signed by the CA, for TLS server and/or client use."""
     key = ec.generate_private_key(ec.SECP256R1())
@@ -180,8 +181,29 @@ def load_private(path: Path) -> ssl.PrivateCertificate:
     return private
 
 
-def server_options(identity: Path, client_ca: Path | None = None) -> ssl.CertificateOptions:
-    """TLS server options; with ``client_ca``, clients must present a certificate it signed.
+# Mozilla's "intermediate" server configuration (v5.7): TLS 1.2 with these AEAD
+# suites, and TLS 1.3 (whose suites OpenSSL picks, all acceptable). Older protocol
+# versions are refused by Twisted's defaults (TLS 1.2 minimum).
+MOZILLA_INTERMEDIATE_CIPHERS = ":".join(
+    [
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "DHE-RSA-AES128-GCM-SHA256",
+        "DHE-RSA-AES256-GCM-SHA384",
+        "DHE-RSA-CHACHA20-POLY1305",
+    ]
+)
+
+
+def server_options(
+    identity: Path, client_ca: Path | None = None, imported_cas: Sequence[Path] = ()
+) -> ssl.CertificateOptions:
+    """TLS server options; with ``client_ca``, clients must present a certificate it signed
+    (or one signed by an ``imported_cas`` authority: a site's own, custom CA).
 
     Idle connections give their OpenSSL buffers back (``SSL_MODE_RELEASE_BUFFERS``):
     a bridge holds thousands of mostly idle sessions, and the buffers are about
@@ -189,10 +211,31 @@ def server_options(identity: Path, client_ca: Path | None = None) -> ssl.Certifi
     """
     private = load_private(identity)
     options: ssl.CertificateOptions = (
-        private.options() if client_ca is None else private.options(load_ca(client_ca))
+        private.options()
+        if client_ca is None
+        else private.options(load_ca(client_ca), *[load_ca(p) for p in imported_cas])
     )
-    options.getContext().set_mode(SSL.MODE_RELEASE_BUFFERS)
+    context = options.getContext()
+    context.set_mode(SSL.MODE_RELEASE_BUFFERS)
+    context.set_cipher_list(MOZILLA_INTERMEDIATE_CIPHERS.encode("ascii"))
+    _restrict_groups(context)
     return options
+
+
+MOZILLA_INTERMEDIATE_GROUPS = b"X25519:prime256v1:secp384r1"
+
+
+def _restrict_groups(context: SSL.Context) -> None:
+    """Offer only Mozilla "intermediate"'s key-exchange groups (not X448 or P-521).
+
+    pyOpenSSL has no public call for the groups list, so this uses its OpenSSL
+    binding; where that is missing the library's defaults stay.
+    """
+    from OpenSSL.SSL import _lib  # type: ignore[attr-defined]
+
+    setter = getattr(_lib, "SSL_CTX_set1_curves_list", None)
+    if setter is not None and not setter(context._context, MOZILLA_INTERMEDIATE_GROUPS):
+        raise ValueError("OpenSSL refused the key-exchange groups list")
 
 
 def client_options(

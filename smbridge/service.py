@@ -29,7 +29,8 @@ from zope.interface import implementer
 
 from smbridge import pki
 from smbridge.admin.api import admin_site
-from smbridge.config import BridgeConfig
+from smbridge.codec.catalog import LINK_PING
+from smbridge.config import BridgeConfig, NotifierAddress
 from smbridge.listening import ListenerService
 from smbridge.memory import MemoryTrimmer
 from smbridge.router.router import Router
@@ -40,7 +41,9 @@ from smbridge.transports.connection import ClientConnectionFactory
 from smbridge.transports.listener import SniffingFactory
 from smbridge.tunnel.tunnel import BridgeNames, TunnelService, registered_cic
 from smbridge.tunnel.uris import TableEight
+from smbridge.upstream.addresses import PINNED, NotifierEndpoints
 from smbridge.upstream.connector import UpstreamConnector
+from smbridge.upstream.load import LoadMeter
 
 
 def server_endpoint(reactor: Any, port: int, interface: str) -> IStreamServerEndpoint:
@@ -60,21 +63,38 @@ class BridgeService(MultiService):
         self.reactor = reactor
         self.batcher = WriteBatcher(reactor)
         self.registry = SessionRegistry(reactor, config.identity.name, config.policy)
-        address = config.notifier
+        endpoints = NotifierEndpoints(
+            [(str(a), _LazyTLSEndpoint(reactor, config, a)) for a in config.notifiers],
+            config.switchover_mode,
+            pinned=str(config.notifier) if config.switchover_mode == PINNED else None,
+        )
         self.upstream = UpstreamConnector(
             reactor,
-            _LazyTLSEndpoint(reactor, config),
+            endpoints,
             config.identity.registration(),
             self.batcher,
-            str(address),
+            ", ".join(str(a) for a in config.notifiers),
             config.max_frame,
+        )
+        self.load = LoadMeter(
+            reactor,
+            lambda: self.upstream.request(LINK_PING, {}),
+            interval=config.ping_interval,
+            high_ms=config.high_watermark_ms,
+            low_ms=config.low_watermark_ms,
         )
         self.trimmer = MemoryTrimmer(reactor, config.trim_interval)
         self.trimmer.setServiceParent(self)  # type: ignore[no-untyped-call]
         self.upstream.setName("upstream")  # type: ignore[no-untyped-call]
         self.upstream.setServiceParent(self)  # type: ignore[no-untyped-call]
         self.router = Router(self.registry, self.upstream, config.identity, config.max_watches)
-        self.connections = ClientConnectionFactory(self.router, self.batcher, config.max_frame)
+        self.connections = ClientConnectionFactory(
+            self.router,
+            self.batcher,
+            config.max_frame,
+            max_unread_seconds=config.max_unread_seconds,
+        )
+        self.router.parameter_listeners.append(self.connections.sender.configure)
         self.listener: ListenerService | None = None
         self.admin: ListenerService | None = None
         self.names = BridgeNames(
@@ -126,6 +146,7 @@ class BridgeService(MultiService):
             self.admin = ListenerService("admin-api", endpoint, site)
             self.admin.setServiceParent(self)  # type: ignore[no-untyped-call]
         super().startService()  # type: ignore[no-untyped-call]
+        self.load.start()
 
     def when_ready(self) -> defer.Deferred[None]:
         """Fire once the listener is bound and the Notifier link is up."""
@@ -157,6 +178,7 @@ class BridgeService(MultiService):
                 count=len(self.registry),
                 event="bridge.shutdown",
             )
+        self.load.stop()
         self.registry.end_all(EndReason.SHUTDOWN)
         closed = self.connections.close_all(self.reactor)
         stopped = defer.maybeDeferred(super().stopService)
@@ -167,14 +189,15 @@ class BridgeService(MultiService):
 class _LazyTLSEndpoint:
     """The TLS client endpoint toward the Notifier, built on first use (reads the PEM files)."""
 
-    def __init__(self, reactor: Any, config: BridgeConfig) -> None:
+    def __init__(self, reactor: Any, config: BridgeConfig, address: NotifierAddress) -> None:
         self._reactor = reactor
         self._config = config
+        self._address = address
         self._endpoint: IStreamClientEndpoint | None = None
 
     def connect(self, factory: IProtocolFactory) -> defer.Deferred[IProtocol]:
         if self._endpoint is None:
-            address = self._config.notifier
+            address = self._address
             try:
                 options = pki.client_options(
                     self._config.notifier_name or address.host,

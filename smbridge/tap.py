@@ -90,6 +90,28 @@ class Options(usage.Options):
             "the name the Notifier's certificate must carry "
             "(default: the host given to --notifier)",
         ],
+        [
+            "switchover-mode",
+            None,
+            "follow-primary",
+            "follow-primary (find the primary among the --notifier addresses) "
+            "or pinned (stay with the first --notifier)",
+        ],
+        ["ping-interval", None, 5.0, "seconds between load Pings to the Notifier", float],
+        [
+            "high-watermark",
+            None,
+            500.0,
+            "Ping round trip (ms) above which the site counts as loaded",
+            float,
+        ],
+        [
+            "low-watermark",
+            None,
+            200.0,
+            "Ping round trip (ms) under which a loaded site is no longer loaded",
+            float,
+        ],
         ["work-path", None, "./smbridge-work", "state directory (certificates under pki/)"],
         ["session-timeout", None, 1800, "configured session timeout T, seconds", int],
         [
@@ -101,6 +123,7 @@ class Options(usage.Options):
         ],
         ["max-frame", None, DEFAULT_MAX_FRAME, "largest frame accepted, bytes", int],
         ["max-watches", None, 200, "watches one session may hold", int],
+        ["max-unread-seconds", None, 60.0, "drop a client that reads nothing this long", float],
         ["admin-port", None, "8080", "admin API port (or 'off')"],
         [
             "admin-interface",
@@ -175,8 +198,16 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--kind must be one of {', '.join(KINDS)}, not {self['kind']!r}"
             )
+        if self["switchover-mode"] not in ("follow-primary", "pinned"):
+            raise usage.UsageError("--switchover-mode must be follow-primary or pinned")
+        if not 0.1 <= self["ping-interval"] <= 3600:
+            raise usage.UsageError("--ping-interval must be 0.1..3600 seconds")
+        if not 0 < self["low-watermark"] <= self["high-watermark"]:
+            raise usage.UsageError("the watermarks need 0 < --low-watermark <= --high-watermark")
         if self["max-watches"] < 1:
             raise usage.UsageError("--max-watches must be at least 1")
+        if not 1 <= self["max-unread-seconds"] <= 3600:
+            raise usage.UsageError("--max-unread-seconds must be 1..3600")
         if self["max-frame"] < 1024:
             raise usage.UsageError("--max-frame must be at least 1024 bytes")
         for flag in (
@@ -216,12 +247,17 @@ class Options(usage.Options):
             tls=tls,
             notifiers=tuple(self.notifiers) or (NotifierAddress("localhost"),),
             notifier_name=self["notifier-name"],
+            switchover_mode=self["switchover-mode"],
+            ping_interval=self["ping-interval"],
+            high_watermark_ms=self["high-watermark"],
+            low_watermark_ms=self["low-watermark"],
             port=self["port"],
             interface=interface,
             allow_cleartext=bool(self["allow-cleartext"]),
             policy=policy,
             max_frame=self["max-frame"],
             max_watches=self["max-watches"],
+            max_unread_seconds=self["max-unread-seconds"],
             trim_interval=self["trim-interval"],
             admin_port=self["admin-port"],
             admin_interface=self["admin-interface"],

@@ -34,6 +34,10 @@ def status(bridge: BridgeService) -> dict[str, Any]:
             "state": upstream.state.value,
             "cic": registered.get("cic") if upstream.up else None,
             "lastError": upstream.last_error,
+            "mode": bridge.config.switchover_mode,
+            "addresses": [str(a) for a in bridge.config.notifiers],
+            "switchovers": upstream.switchovers,
+            "load": bridge.load.state(),
         },
         "sessions": {"total": len(bridge.registry), "byTransport": dict(transports)},
         "topics": len(bridge.router.fanout.topics),
@@ -41,6 +45,7 @@ def status(bridge: BridgeService) -> dict[str, Any]:
         if tunnel is None
         else {"usesNvx": tunnel.uses_nvx, "hasNvx": tunnel.has_nvx},
         "memory": {"returnedKb": bridge.trimmer.returned_kb},
+        "sender": bridge.connections.sender.status(),
     }
 
 

@@ -18,8 +18,9 @@ from twisted.internet import ssl
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from smbridge import __version__, pki
 from smbridge.client.download import fetch
@@ -56,8 +57,10 @@ class BridgeClient:
         *,
         ca: Path | None = None,
         client_type: str = DEFAULT_CLIENT_TYPE,
+        retry_delay: float = 1.0,
     ) -> None:
         self.protocol = protocol
+        self.retry_delay = retry_delay  # before the one retry of a retryable failure
         self.address = address
         self.ca = ca  # trusted for resource downloads too
         self.client_type = client_type
@@ -180,9 +183,29 @@ class BridgeClient:
     def request(
         self, message: MessageType, body: dict[str, Any] | None = None
     ) -> Deferred[dict[str, Any]]:
-        """Send any request ``(objectType, eventId)``; fires with the response payload."""
+        """Send any request ``(objectType, eventId)``; fires with the response payload.
+
+        A failure the bridge marks ``retryable`` (``upstream-unavailable`` while it
+        switches to another Notifier) is retried once, ``retry_delay`` seconds later;
+        a second failure is the caller's.
+        """
         object_type, event_id = message
-        return self.protocol.request(object_type, event_id, body)
+        d = self.protocol.request(object_type, event_id, body)
+
+        def retry(failure: Failure) -> Deferred[dict[str, Any]]:
+            error = failure.value
+            if not isinstance(error, ClientError) or not error.retryable:
+                failure.raiseException()
+            self.log.info(
+                "Retrying {name} once after {code}",
+                name=name_of(object_type, event_id),
+                code=error.code,
+                event="client.retry",
+            )
+            wait: Deferred[None] = deferLater(self._clock, self.retry_delay, lambda: None)
+            return wait.addCallback(lambda _: self.protocol.request(object_type, event_id, body))
+
+        return d.addErrback(retry)
 
     def get_version(self) -> Deferred[dict[str, Any]]:
         return self.request(GET_VERSION, {})

@@ -12,15 +12,19 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from smbridge.codec.frames import MAX_EVENT_ID
 from smbridge.errors import BadRequest, NotFound
 from smbridge.notifier.model import Notifier
+from smbridge.notifier.pair import ROLES
 from smbridge.notifier.traffic import Traffic, checked_settings
+from smbridge.notifier.trust import CertificateTrust
 
-Handler = Callable[[dict[str, Any]], dict[str, Any]]
+Handler = Callable[[dict[str, Any]], "dict[str, Any] | Deferred[dict[str, Any]]"]
 
 
 class HTTPError(Exception):
@@ -51,13 +55,17 @@ class ControlResource(Resource):
             "/api/publish": (b"POST", self.post_publish, True),
             "/api/traffic": (b"POST", self.post_traffic, True),
             "/api/parameters": (b"POST", self.post_parameters, True),
+            "/api/switchover": (b"POST", self.post_switchover, True),
+            "/api/role": (b"POST", self.post_role, True),
+            "/api/load": (b"POST", self.post_load, True),
+            "/api/certificates": (b"GET", self.get_certificates, False),
         }
 
-    def render(self, request: Request) -> bytes:
+    def render(self, request: Request) -> bytes | int:
         request.setHeader(b"content-type", b"application/json")
         path = (request.path or b"").decode("utf-8", "replace").rstrip("/")
         try:
-            route = self.routes.get(path)
+            route = self.routes.get(path) or self._certificate_route(path)
             if route is None:
                 raise HTTPError(404, f"no such resource {path!r}")
             method, handler, has_body = route
@@ -65,10 +73,35 @@ class ControlResource(Resource):
                 request.setHeader(b"allow", method)
                 raise HTTPError(405, f"{path} accepts {method.decode()} only")
             result = handler(self._body(request) if has_body else {})
+            if isinstance(result, Deferred):
+                result.addCallbacks(
+                    lambda answer: self._finish(request, 200, answer),
+                    lambda f: self._failed(request, f),
+                )
+                return NOT_DONE_YET
             return json.dumps(result).encode("utf-8")
         except HTTPError as e:
             request.setResponseCode(e.status)
             return json.dumps({"error": e.message}).encode("utf-8")
+
+    def _certificate_route(self, path: str) -> tuple[bytes, Handler, bool] | None:
+        """``/api/certificates/{fingerprint}/trust``."""
+        prefix, suffix = "/api/certificates/", "/trust"
+        if not (path.startswith(prefix) and path.endswith(suffix)):
+            return None
+        fingerprint = path[len(prefix) : -len(suffix)]
+        return b"POST", lambda body: self.post_trust(fingerprint), True
+
+    @staticmethod
+    def _finish(request: Request, status: int, answer: dict[str, Any]) -> None:
+        if request.finished or request._disconnected:
+            return
+        request.setResponseCode(status)
+        request.write(json.dumps(answer).encode("utf-8"))
+        request.finish()
+
+    def _failed(self, request: Request, failure: Failure) -> None:
+        self._finish(request, 500, {"error": failure.getErrorMessage()})
 
     @staticmethod
     def _body(request: Request) -> dict[str, Any]:
@@ -132,6 +165,40 @@ class ControlResource(Resource):
         if not body:
             raise HTTPError(400, 'give at least one parameter: {"name": "value" or null}')
         return {"parameters": self.notifier.set_parameters(body)}
+
+    def post_switchover(self, body: dict[str, Any]) -> Deferred[dict[str, Any]]:
+        """Swap the roles of the pair: this side takes the other role and tells the peer."""
+        return self.notifier.pair.switchover()
+
+    def post_role(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Take a role (what a peer asks during a switchover): ``{"role": "primary"|"backup"}``."""
+        role = body.get("role")
+        if role not in ROLES:
+            raise HTTPError(400, f"role must be one of {', '.join(ROLES)}")
+        changed = self.notifier.pair.set_role(role, "told by the peer")
+        return {"role": role, "changed": changed}
+
+    def post_load(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Simulate load: every link Ping is answered ``pingDelayMs`` late (0: at once)."""
+        delay = _int(body, "pingDelayMs", 0, 600_000)
+        self.notifier.ping_delay = delay / 1000.0
+        return {"pingDelayMs": delay}
+
+    def _trust(self) -> CertificateTrust:
+        if self.notifier.trust is None:
+            raise HTTPError(404, "this Notifier accepts every certificate its CA signed")
+        return self.notifier.trust
+
+    def get_certificates(self, _: dict[str, Any]) -> dict[str, Any]:
+        """Bridge certificates seen or trusted: ``new`` ones wait for an administrator."""
+        return {"certificates": self._trust().listing()}
+
+    def post_trust(self, fingerprint: str) -> dict[str, Any]:
+        """Trust one bridge certificate; its bridge's next attempt registers."""
+        try:
+            return self._trust().trust(fingerprint)
+        except ValueError as e:
+            raise HTTPError(400, str(e)) from e
 
 
 def control_site(notifier: Notifier, traffic: Traffic) -> Site:

@@ -59,13 +59,18 @@ class NotifierLink(Protocol):
         self.notifier = notifier
         self.decoder = Decoder()
         self.peer = ""
+        self.live: set[NotifierLink] | None = None  # the factory's set of open links
 
     def connectionMade(self) -> None:
+        if self.live is not None:
+            self.live.add(self)
         peer = self._transport().getPeer()
         self.peer = f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}"
         self.log.info("Link from {peer} opened", peer=self.peer, event="notifier.link.opened")
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if self.live is not None:
+            self.live.discard(self)
         self.notifier.link_lost(self)
         self.log.info("Link from {peer} closed", peer=self.peer, event="notifier.link.closed")
 
@@ -131,6 +136,10 @@ class NotifierLink(Protocol):
                 event="notifier.link.ignored",
             )
             return
+        if key == LINK_PING and self.notifier.ping_delay > 0 and self.notifier.is_registered(self):
+            # Simulated load (POST /api/load): the Ping answer waits.
+            self.notifier.clock.callLater(self.notifier.ping_delay, self._pong, frame)
+            return
         try:
             answer = self._request(frame)
         except ProtocolError as e:
@@ -145,6 +154,10 @@ class NotifierLink(Protocol):
         body = frame.parsed()
         registered = self.notifier.is_registered(self)
         if key == LINK_REGISTER:
+            if self.notifier.trust is not None and not registered:
+                self.notifier.pair.check_register()
+                der, subject = self._peer_certificate()
+                self.notifier.trust.check(der, subject, self.notifier.clock.seconds())
             return self.notifier.register(body, self, peer=self.peer)
         if not registered:
             raise ProtocolError(
@@ -167,6 +180,25 @@ class NotifierLink(Protocol):
             raise ProtocolError(f"unknown link request {name_of(*key)}", code="unknown-request")
         return self.notifier.handle_forwarded(frame.object_type, frame.event_id, body)
 
+    def _peer_certificate(self) -> tuple[bytes | None, str]:
+        """The client certificate of this link (DER) and its subject, if TLS gave one."""
+        get = getattr(self.transport, "getPeerCertificate", None)
+        cert = get() if get is not None else None
+        if cert is None:
+            return None, ""
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        parsed = cert.to_cryptography()
+        der: bytes = parsed.public_bytes(Encoding.DER)
+        subject: str = parsed.subject.rfc4514_string()
+        return der, subject
+
+    def _pong(self, frame: Frame) -> None:
+        if self.transport is not None and self.connected:
+            self._write(
+                encode(Kind.RESPONSE, frame.object_type, frame.event_id, frame.request_id, {})
+            )
+
     def _error(self, frame: Frame, code: str, message: str, **extra: Any) -> None:
         self._write(
             encode_error(
@@ -182,6 +214,17 @@ class NotifierLinkFactory(Factory):
 
     def __init__(self, notifier: Notifier) -> None:
         self.notifier = notifier
+        self.links: set[NotifierLink] = set()
 
     def buildProtocol(self, addr: Any) -> NotifierLink:
-        return NotifierLink(self.notifier)
+        link = NotifierLink(self.notifier)
+        link.live = self.links
+        return link
+
+    def drop_all(self) -> int:
+        """Close every bridge link (this Notifier became the backup); return how many."""
+        links = list(self.links)
+        for link in links:
+            if link.transport is not None:
+                link.transport.loseConnection()
+        return len(links)

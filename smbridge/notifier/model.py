@@ -35,8 +35,10 @@ from smbridge.notifier.actions import Actions
 from smbridge.notifier.auth import Authenticator
 from smbridge.notifier.bridges import BridgeRecord, Bridges, Subscriber
 from smbridge.notifier.interactions import Interactions
+from smbridge.notifier.pair import PRIMARY, ROLES, Pair
 from smbridge.notifier.site import Site
 from smbridge.notifier.statistics import Statistics
+from smbridge.notifier.trust import CertificateTrust
 from smbridge.topics import (
     PARAMETERS_TOPIC,
     QUEUE_PREFIX,
@@ -87,6 +89,11 @@ class Notifier:
         self.topics[PARAMETERS_TOPIC] = TopicState.for_topic(PARAMETERS_TOPIC)
         self.topics[PARAMETERS_TOPIC].apply({"parameters": dict(site.parameters)})
         self.registry = Bridges(site, clock)
+        role = site.cic.role if site.cic.role in ROLES else PRIMARY
+        self.pair = Pair(clock, role)  # the service replaces it when started as a pair
+        self.cic_name = site.cic.name
+        self.ping_delay = 0.0  # seconds each link Ping answer waits (simulated load)
+        self.trust: CertificateTrust | None = None  # None: any certificate the CA signed
         self.bridges: dict[str, BridgeRecord] = self.registry.records
         self.auth = Authenticator(site)
         self.status_listeners: list[StatusListener] = []
@@ -267,15 +274,23 @@ class Notifier:
     def register(
         self, bridge_info: dict[str, Any], link: Subscriber, peer: str = ""
     ) -> dict[str, Any]:
-        """Record a bridge that registered on ``link``; return the Register answer."""
+        """Record a bridge that registered on ``link``; return the Register answer.
+
+        The backup of a pair refuses with ``not-primary`` naming the primary.
+        """
+        self.pair.check_register()
         self.registry.register(bridge_info, link, peer)
         return {
-            "cic": {"name": self.site.cic.name, "role": self.site.cic.role},
+            "cic": self.cic(),
             "site": self.site.name,
             "parameters": self.parameters,
             "roster": self.roster(),
             "selectionRule": self.site.selection_rules,
         }
+
+    def cic(self) -> dict[str, str]:
+        """This CIC server's name and its current role in the pair."""
+        return {"name": self.cic_name, "role": self.pair.role}
 
     def is_registered(self, link: Subscriber) -> bool:
         return self.registry.is_registered(link)
@@ -326,8 +341,10 @@ class Notifier:
     def state(self) -> dict[str, Any]:
         """A JSON-ready view of the Notifier for ``GET /api/state``."""
         return {
-            "role": self.site.cic.role,
-            "cic": {"name": self.site.cic.name, "role": self.site.cic.role},
+            "role": self.pair.role,
+            "cic": self.cic(),
+            "pair": self.pair.state(),
+            "load": {"pingDelayMs": round(self.ping_delay * 1000)},
             "site": self.site.name,
             "bridges": self.registry.state(),
             "topics": self._topics_state(),

@@ -30,9 +30,12 @@ from smbridge.listening import ListenerService
 from smbridge.notifier.control import control_site
 from smbridge.notifier.link import NotifierLinkFactory
 from smbridge.notifier.model import Notifier
+from smbridge.notifier.pair import BACKUP, Pair
+from smbridge.notifier.peer import PeerClient
 from smbridge.notifier.resources import resource_site
 from smbridge.notifier.site import Site
 from smbridge.notifier.traffic import Traffic
+from smbridge.notifier.trust import CertificateTrust
 
 
 def _first_error(failure: Failure) -> Failure:
@@ -55,12 +58,24 @@ class NotifierService(MultiService):
         http_endpoint: IStreamServerEndpoint | None = None,
         https_endpoint: IStreamServerEndpoint | None = None,
         resources: Path | None = None,
+        role: str | None = None,
+        peer: str | None = None,
+        peer_control: str | None = None,
+        detection: float = 5.0,
+        probe_interval: float = 1.0,
+        trust: CertificateTrust | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.site = site
         self.notifier = Notifier(site, reactor)
+        self.notifier.trust = trust
+        self._links = NotifierLinkFactory(self.notifier)
+        self.notifier.pair.on_change(self._role_changed)
+        if role is not None or peer is not None:
+            self.join_pair(role or self.notifier.pair.role, peer, peer_control, detection)
+            self.notifier.pair.interval = probe_interval
         self.traffic = Traffic(self.notifier, reactor, site.traffic)
-        self._link = ListenerService("link", link_endpoint, NotifierLinkFactory(self.notifier))
+        self._link = ListenerService("link", link_endpoint, self._links)
         self._link.setServiceParent(self)  # type: ignore[no-untyped-call]
         self._control: ListenerService | None = None
         if control_endpoint is not None:
@@ -105,11 +120,50 @@ class NotifierService(MultiService):
         d.addErrback(_first_error)
         return d.addCallback(lambda _: None)
 
+    def join_pair(
+        self,
+        role: str,
+        peer: str | None,
+        peer_control: str | None = None,
+        detection: float = 5.0,
+    ) -> Pair:
+        """Take ``role`` in a pair whose other side's link is ``peer`` (HOST:PORT).
+
+        Tests call it once both Notifiers listen (their ports are ephemeral).
+        """
+        reactor: Any = self.notifier.clock
+        client = PeerClient(reactor, peer, peer_control) if peer is not None else None
+        old = self.notifier.pair
+        old.stop()
+        pair = Pair(
+            reactor,
+            role,
+            peer,
+            probe=client.probe if client is not None else None,
+            tell_peer=client.tell_role if client is not None else None,
+            detection=detection,
+            interval=min(1.0, detection / 3),
+        )
+        pair.on_change(self._role_changed)
+        self.notifier.pair = pair
+        if self.running:
+            pair.start()
+            if role != old.role:
+                self._role_changed(role)
+        return pair
+
+    def _role_changed(self, role: str) -> None:
+        """The backup serves no bridge: close their links so they find the primary."""
+        if role == BACKUP:
+            self._links.drop_all()
+
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
         self.traffic.start()
+        self.notifier.pair.start()
 
     def stopService(self) -> Deferred[Any]:
+        self.notifier.pair.stop()
         self.traffic.stop()
         self.notifier.statistics.cancel()
         d: Deferred[Any] = super().stopService()  # type: ignore[no-untyped-call]

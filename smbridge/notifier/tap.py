@@ -29,6 +29,7 @@ from smbridge import pki
 from smbridge.notifier.demo import demo_site
 from smbridge.notifier.service import NotifierService
 from smbridge.notifier.site import Site, SiteError, load_site
+from smbridge.notifier.trust import CertificateTrust
 
 
 @dataclass(frozen=True)
@@ -43,13 +44,31 @@ class NotifierConfig:
     http_port: int | None = None  # resource host, HTTP (the CIC server's 8018); None: off
     https_port: int | None = None  # resource host, HTTPS (8019); None: off
     resources: Path | None = None  # directory served there; None: the built-in demo files
+    role: str | None = None  # primary/backup of a pair; None: the site file's cic.role
+    peer: str | None = None  # the other Notifier's link address (HOST:PORT)
+    peer_control: str | None = None  # the other Notifier's control API URL
+    detection: float = 5.0  # seconds of peer silence before a backup takes over
+    cic_name: str | None = None  # this CIC server's name (default: the site's cic.name)
+    trust_any: bool = False  # accept every bridge certificate the CA signed
+    trust_store: Path | None = None  # trusted/new bridge certificates; None: WORK/trust.json
+    trusted: tuple[Path, ...] = ()  # bridge certificates (PEM) trusted from the start
+    imported_cas: tuple[Path, ...] = ()  # more authorities bridges' certificates may chain to
+
+    def certificate_trust(self) -> CertificateTrust | None:
+        """The trust store; with a generated PKI its own bridge certificate is trusted."""
+        if self.trust_any:
+            return None
+        files = list(self.trusted)
+        if self.cert is None:
+            files.append(pki.SitePKI.in_dir(self.work_path / "pki").bridge_client)
+        return CertificateTrust(self.trust_store or self.work_path / "trust.json", (), files)
 
     def tls_options(self) -> CertificateOptions:
         """Read the link's TLS options, creating the site PKI first when no --cert was given."""
         if self.cert is not None and self.ca is not None:
-            return pki.server_options(self.cert, self.ca)
+            return pki.server_options(self.cert, self.ca, self.imported_cas)
         site_pki = pki.ensure_site_pki(self.work_path / "pki")
-        return pki.server_options(site_pki.notifier, site_pki.ca)
+        return pki.server_options(site_pki.notifier, site_pki.ca, self.imported_cas)
 
     def resource_tls_options(self) -> CertificateOptions:
         """The HTTPS resource port's TLS options: the same identity, no client certificate."""
@@ -71,7 +90,10 @@ _port_or_off.coerceDoc = "A TCP port, 0..65535 (0: any free port), or 'off'."  #
 
 
 class Options(usage.Options):
-    optFlags = [["demo", None, "Use the built-in demo site (password 'demo' for every user)."]]
+    optFlags = [
+        ["demo", None, "Use the built-in demo site (password 'demo' for every user)."],
+        ["trust-any", None, "Accept every bridge certificate the CA signed (no trust store)."],
+    ]
     optParameters = [
         ["site", None, None, "Site file (YAML, see docs/site-file.md); required unless --demo."],
         ["port", "p", 5597, "TCP port of the bridge link (TLS with client certificates).", int],
@@ -91,6 +113,23 @@ class Options(usage.Options):
         ],
         ["https-port", None, 8019, "HTTPS port of the resource host, or 'off'.", _port_or_off],
         ["resources", None, None, "Directory the resource host serves (default: demo files)."],
+        ["role", None, None, "primary or backup in a switchover pair (default: the site's)."],
+        ["trust-store", None, None, "JSON file of trusted bridge certificates (WORK/trust.json)."],
+        ["cic-name", None, None, "This CIC server's name (default: the site file's cic.name)."],
+        ["peer", None, None, "HOST:PORT of the other Notifier's link (a switchover pair)."],
+        [
+            "peer-control",
+            None,
+            None,
+            "URL of the other Notifier's control API (http://HOST:PORT), told about switchovers.",
+        ],
+        [
+            "detection",
+            None,
+            5.0,
+            "Seconds the backup waits for a silent primary before it takes over.",
+            float,
+        ],
         ["cert", None, None, "Server certificate and key (PEM) for the link."],
         ["ca", None, None, "CA certificate (PEM) that bridges' client certificates must chain to."],
         [
@@ -102,6 +141,23 @@ class Options(usage.Options):
     ]
 
     config: NotifierConfig
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.trusted: list[Path] = []
+        self.imported_cas: list[Path] = []
+
+    def opt_import_ca(self, value: str) -> None:
+        """A custom certificate authority (PEM) bridges' certificates may chain to (repeatable)."""
+        if not Path(value).is_file():
+            raise usage.UsageError(f"--import-ca {value}: no such file")
+        self.imported_cas.append(Path(value))
+
+    def opt_trust(self, value: str) -> None:
+        """A bridge certificate (PEM) to trust from the start (repeatable)."""
+        if not Path(value).is_file():
+            raise usage.UsageError(f"--trust {value}: no such file")
+        self.trusted.append(Path(value))
 
     def postOptions(self) -> None:
         if self["demo"] and self["site"]:
@@ -123,6 +179,19 @@ class Options(usage.Options):
             site = demo_site() if self["demo"] else load_site(self["site"])
         except SiteError as e:
             raise usage.UsageError(str(e)) from e
+        if self["role"] is not None and self["role"] not in ("primary", "backup"):
+            raise usage.UsageError("--role must be primary or backup")
+        if self["peer"] is not None:
+            from smbridge.notifier.peer import split_address
+
+            try:
+                split_address(self["peer"])
+            except ValueError as e:
+                raise usage.UsageError(f"--peer: {e}") from None
+        if self["peer-control"] is not None and self["peer"] is None:
+            raise usage.UsageError("--peer-control needs --peer")
+        if not 0.1 <= self["detection"] <= 3600:
+            raise usage.UsageError("--detection must be 0.1..3600 seconds")
         control = self["control"]
         self.config = NotifierConfig(
             site=site,
@@ -135,6 +204,15 @@ class Options(usage.Options):
             http_port=self["http-port"],
             https_port=self["https-port"],
             resources=Path(self["resources"]) if self["resources"] else None,
+            role=self["role"],
+            peer=self["peer"],
+            peer_control=self["peer-control"],
+            detection=self["detection"],
+            cic_name=self["cic-name"],
+            trust_any=bool(self["trust-any"]),
+            trust_store=Path(self["trust-store"]) if self["trust-store"] else None,
+            trusted=tuple(self.trusted),
+            imported_cas=tuple(self.imported_cas),
         )
 
 
@@ -174,7 +252,7 @@ def make_notifier_service(config: NotifierConfig, reactor: Any) -> NotifierServi
         https = LazyTLSServerEndpoint(
             reactor, config.https_port, config.interface, config.resource_tls_options
         )
-    return NotifierService(
+    service = NotifierService(
         config.site,
         reactor=reactor,
         link_endpoint=link,
@@ -182,7 +260,16 @@ def make_notifier_service(config: NotifierConfig, reactor: Any) -> NotifierServi
         http_endpoint=http,
         https_endpoint=https,
         resources=config.resources,
+        role=config.role,
+        peer=config.peer,
+        peer_control=config.peer_control,
+        detection=config.detection,
+        probe_interval=min(1.0, config.detection / 3),
+        trust=config.certificate_trust(),
     )
+    if config.cic_name:
+        service.notifier.cic_name = config.cic_name
+    return service
 
 
 def makeService(options: Options) -> NotifierService:

@@ -17,7 +17,7 @@ also cancels a watch still waiting for its snapshot.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet import defer
@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from smbridge.codec import Frame, Kind, encode, encode_raw
 from smbridge.codec.catalog import LINK_SUBSCRIBE, LINK_UNSUBSCRIBE
 from smbridge.errors import ProtocolError
-from smbridge.router.visibility import filter_change
+from smbridge.router.visibility import filter_change, visible_entries
 from smbridge.topics import ItemSetState, TopicState
 
 if TYPE_CHECKING:
@@ -73,6 +73,8 @@ class FanOut:
         self._by_sub: dict[int, Topic] = {}
         self._next_sub = 0
         self._listeners: dict[str, list[Callable[[dict[str, Any]], None]]] = {}
+        # Fires once the last re-subscription (after the link came back) is answered.
+        self.resubscribed: defer.Deferred[None] = defer.succeed(None)
         upstream.on_up(self.resubscribe_all)
 
     # --- watching ----------------------------------------------------------------
@@ -226,8 +228,14 @@ class FanOut:
             for watcher in watchers:
                 watcher.send(raw)
 
-    def resubscribe_all(self) -> None:
-        """After the link came (back) up: subscribe again to every topic held."""
+    def resubscribe_all(self) -> defer.Deferred[None]:
+        """After the link came (back) up: subscribe again to every topic held.
+
+        The returned Deferred (also kept as :attr:`resubscribed`) fires once every
+        re-subscription is answered, its copy replaced by the fresh snapshot or kept
+        when the Notifier refused (logged).
+        """
+        answers = []
         for topic in list(self.topics.values()):
             if topic.state is not None:
                 d = self.upstream.request(LINK_SUBSCRIBE, {"topic": topic.name, "sub": topic.sub})
@@ -235,6 +243,25 @@ class FanOut:
                     lambda reply, t=topic: self._resubscribed(t, reply),
                     lambda f, t=topic: self._subscribe_failed(t, f),
                 )
+                answers.append(d)
+        done = defer.gatherResults(answers, consumeErrors=True)
+        self.resubscribed = done.addBoth(lambda _: None)
+        return self.resubscribed
+
+    def snapshots(self, watcher: Watcher, names: Iterable[str]) -> dict[str, Snapshot]:
+        """The current snapshot of each named topic ``watcher`` watches (scoped: filtered)."""
+        out: dict[str, Snapshot] = {}
+        for name in names:
+            topic = self.topics.get(name)
+            if topic is None or topic.state is None or watcher not in topic.watchers:
+                continue
+            snapshot = topic.state.snapshot()
+            if topic.scoped:
+                scope: Any = self.scope_of(watcher)
+                entries = visible_entries(scope, snapshot.get("entries", ()))
+                snapshot = {**snapshot, "entries": entries}
+            out[name] = snapshot
+        return out
 
     def _resubscribed(self, topic: Topic, reply: dict[str, Any]) -> None:
         if self._by_sub.get(topic.sub) is topic:

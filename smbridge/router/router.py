@@ -32,6 +32,7 @@ from smbridge.codec.catalog import (
     LINK_SESSION_CLOSED,
     LINK_SESSION_OPENED,
     SEARCH_DIRECTORY,
+    SWITCHOVER,
     UNWATCH_QUEUE,
     UNWATCH_STATISTICS,
     UNWATCH_STATUS,
@@ -125,9 +126,13 @@ class Router:
             GET_RESOURCE_URI: self._resource_uri,
         }
         self.resources: ResourceProvider = NoResources()
+        # Called with the parameters in force whenever they may have changed (the sender).
+        self.parameter_listeners: list[Callable[[dict[str, Any]], object]] = []
         registry.on_end(self._session_ended)
         upstream.notification = self.fanout.event
         upstream.on_up(self._link_up)
+        upstream.on_switchover(self._switchover)
+        self._ha_switched: set[str] = set()  # sessions whose next Heartbeat says haSwitchover
         self.fanout.on_change(PARAMETERS_TOPIC, lambda change: self._parameters_changed())
 
     def parameters(self) -> dict[str, Any]:
@@ -142,6 +147,8 @@ class Router:
     def _parameters_changed(self) -> None:
         self._restricted = restricted(self.parameters())
         self.directories.preload()
+        for listener in self.parameter_listeners:
+            listener(self.parameters())
 
     def _scope(self, session: Session) -> Scope:
         """The workgroups a session's user may see in directories (None: all)."""
@@ -168,6 +175,34 @@ class Router:
                     event="router.parameters_unavailable",
                 ),
             )
+
+    def _switchover(self, phase: str, cic: Any) -> None:
+        """Tell every session; once re-subscribed, send each its fresh snapshots (4.6)."""
+        if phase == "started":
+            notice = encode(Kind.NOTIFICATION, *SWITCHOVER, 0, {"phase": phase, "cic": cic})
+            for session in self.registry:
+                session.send(notice)
+            return
+        self.fanout.resubscribed.addCallback(lambda _: self._switched(cic))
+
+    def _switched(self, cic: Any) -> None:
+        count = 0
+        for session in self.registry:
+            names = session.topics | {user_topic(session.info.user_id)}
+            body = {
+                "phase": "completed",
+                "cic": cic,
+                "snapshots": self.fanout.snapshots(session, names),
+            }
+            session.send(encode(Kind.NOTIFICATION, *SWITCHOVER, 0, body))
+            self._ha_switched.add(session.id)
+            count += 1
+        self.log.info(
+            "Told {sessions} session(s) about the switchover to {cic}",
+            sessions=count,
+            cic=cic,
+            event="router.switchover",
+        )
 
     def _announce(self, session: Session) -> None:
         self.upstream.notify(
@@ -322,6 +357,7 @@ class Router:
         self.fanout.drop(session, session.topics | {user_topic(session.info.user_id)})
         session.topics.clear()
         self._scopes.pop(session.id, None)
+        self._ha_switched.discard(session.id)
         peer = session.peer
         if peer is not None and getattr(peer, "session", None) is session:
             peer.session = None  # type: ignore[attr-defined]
@@ -334,7 +370,9 @@ class Router:
             session.end(EndReason.DISCONNECTED)
 
     def _heartbeat(self, session: Session, frame: Frame) -> Reply:
-        return {"sessionUpdated": True, "haSwitchover": False}
+        switched = session.id in self._ha_switched
+        self._ha_switched.discard(session.id)
+        return {"sessionUpdated": True, "haSwitchover": switched}
 
     def _destroy(self, session: Session, frame: Frame) -> Reply:
         session.send(encode(Kind.RESPONSE, *DESTROY_SESSION, frame.request_id, {}))

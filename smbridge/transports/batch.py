@@ -21,6 +21,7 @@ class Flushable(Protocol):
 
 class WriteBatcher:
     def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
         self._clock = clock
         self._dirty: list[Flushable] = []
         self._scheduled = False

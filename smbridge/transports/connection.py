@@ -3,6 +3,13 @@
 It decodes frames, hands requests to the router, answers protocol violations
 with an ``error`` frame and a close, and batches what it writes (see batch.py).
 The same class serves the TLS/clear listener and, later, the WebSocket tunnel.
+
+Every frame for the client leaves through ``send``. With the bandwidth limiter
+off and the client reading, ``send`` is the direct batched path; while the
+limiter is on or the transport has paused us (the connection is the push
+producer of its transport), ``send`` is swapped for ``_send_slow``: frames go
+to the sender's scheduler, and what is released for a paused client is held
+here, counted, and bounded (see docs/sender.md).
 """
 
 from __future__ import annotations
@@ -10,25 +17,64 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
-from smbridge.codec import BadFrame, Decoder, Frame, Kind, encode_error
+from smbridge.codec import BadFrame, Decoder, Frame, Kind, encode, encode_error
+from smbridge.codec.catalog import SESSION_TERMINATED
 from smbridge.codec.frames import DEFAULT_MAX_FRAME
 from smbridge.resources import Origin
+from smbridge.sender.sender import Sender
+from smbridge.session.session import EndReason
 from smbridge.transports.batch import BatchedProtocol, WriteBatcher
+
+MAX_UNREAD_SECONDS = 60.0  # a client paused this long is disconnected
+MAX_HELD_BYTES = 4 << 20  # bytes held for a paused client before it is disconnected
+ABORT_GRACE = 5.0  # seconds a stalled client gets to take its close before an abort
+
+
+def transport_backlog(transport: object) -> int:
+    """Bytes a transport holds that the kernel has not taken yet.
+
+    Reads Twisted's ``FileDescriptor`` buffers (and, under TLS, the TLS layer's
+    pending application data and the TCP transport below it). Bounded: at most
+    three layers.
+    """
+    total = 0
+    layer: object = transport
+    for _ in range(3):
+        if layer is None:
+            break
+        buffer = getattr(layer, "dataBuffer", None)
+        if isinstance(buffer, bytes | bytearray | memoryview):
+            total += len(buffer) - int(getattr(layer, "offset", 0))
+            total += int(getattr(layer, "_tempDataLen", 0))
+        pending = getattr(layer, "_appSendBuffer", None)
+        if isinstance(pending, list):
+            total += sum(len(b) for b in pending)
+        layer = getattr(layer, "transport", None)
+    return total
+
 
 if TYPE_CHECKING:
     from smbridge.router.router import Router
     from smbridge.session.session import Session
 
 
+@implementer(IPushProducer)
 class ClientConnection(BatchedProtocol):
     log = Logger()
 
     factory: ClientConnectionFactory
+    sender: Sender
+    _paused = False
+    _limited = False
+    _held = 0  # bytes in _out while paused
+    _stall_call: IDelayedCall | None = None
+    _abort_call: IDelayedCall | None = None
 
     def __init__(self, router: Router, batcher: WriteBatcher, max_frame: int, kind: str) -> None:
         super().__init__(batcher)
@@ -44,6 +90,118 @@ class ClientConnection(BatchedProtocol):
         self.factory.connections.add(self)
         peer = self.transport.getPeer()  # type: ignore[union-attr]
         self.remote = f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}"
+        self._attach()
+
+    # --- the send path (docs/sender.md) ----------------------------------------
+    def _attach(self) -> None:
+        """Join the bridge's sender and become the transport's push producer."""
+        self.sender = self.factory.sender
+        self.sender.attach(self)
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+
+    def _update_mode(self) -> None:
+        if self._paused or self._limited:
+            self.send = self._send_slow  # type: ignore[method-assign]
+        else:
+            self.__dict__.pop("send", None)  # back to BatchedProtocol.send
+
+    def limiting_changed(self, limited: bool) -> None:
+        self._limited = limited
+        self._update_mode()
+
+    def _send_slow(self, data: bytes) -> None:
+        if not self.connected:
+            return
+        if self._limited:
+            self.sender.enqueue(self, data)
+        else:
+            self.deliver(data)
+
+    def deliver(self, data: bytes) -> None:
+        """Queue one released frame for the next write (held while paused)."""
+        if not self.connected:
+            return
+        if self._paused:
+            self._out.append(data)
+            self._held += len(data)
+            if self._held > self.factory.max_held_bytes:
+                self._stalled(f"holds {self._held} bytes unread")
+            return
+        if not self._out:
+            self.batcher.mark(self)
+        self._out.append(data)
+
+    def flush(self) -> None:
+        if not self._paused:
+            super().flush()
+
+    def held_bytes(self) -> int:
+        """Bytes held for this client: queued for writing plus the transport's backlog."""
+        return sum(len(b) for b in self._out) + transport_backlog(self.transport)
+
+    def pauseProducing(self) -> None:
+        if self._paused or not self.connected or self._abort_call is not None:
+            return
+        self._paused = True
+        self._held = sum(len(b) for b in self._out)
+        self._update_mode()
+        self._stall_call = self.batcher.clock.callLater(
+            self.factory.max_unread_seconds,
+            self._stalled,
+            f"has not read for {self.factory.max_unread_seconds:g} s",
+        )
+
+    def resumeProducing(self) -> None:
+        if not self._paused:
+            return
+        self._paused = False
+        self._held = 0
+        self._cancel_stall()
+        self._update_mode()
+        self.flush()
+
+    def stopProducing(self) -> None:
+        self._cancel_stall()
+
+    def _cancel_stall(self) -> None:
+        call, self._stall_call = self._stall_call, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _stalled(self, why: str) -> None:
+        """The client stopped reading: end its session and drop the connection."""
+        self._stall_call = None
+        if not self.connected:
+            return
+        self.log.warn(
+            "Client {remote} {why}: disconnecting",
+            remote=self.remote,
+            why=why,
+            event="sender.client_stalled",
+        )
+        self._out = [
+            encode(
+                Kind.NOTIFICATION,
+                *SESSION_TERMINATED,
+                0,
+                {"reason": EndReason.UNEXPECTED.value, "detail": "client-not-reading"},
+            )
+        ]
+        self._held = 0
+        self._paused = False  # let the notice through to the transport's buffer
+        self._update_mode()
+        session = self.session
+        if session is not None:
+            session.end(EndReason.UNEXPECTED, notify=False)
+        # A registered producer keeps loseConnection waiting for it: let go first.
+        self.transport.unregisterProducer()  # type: ignore[union-attr]
+        self.close()
+        self._abort_call = self.batcher.clock.callLater(self.factory.abort_grace, self._abort)
+
+    def _abort(self) -> None:
+        self._abort_call = None
+        if self.connected:
+            self.transport.abortConnection()  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
         for event in self.decoder.feed(data):
@@ -99,15 +257,35 @@ class ClientConnection(BatchedProtocol):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.connected = False
         self._out = []
+        self._cancel_stall()
+        abort, self._abort_call = self._abort_call, None
+        if abort is not None and abort.active():
+            abort.cancel()
+        sender = getattr(self, "sender", None)
+        if sender is not None:
+            sender.detach(self)
         self.factory.forget(self)
         self.router.connection_lost(self)
 
 
 class ClientConnectionFactory(Factory):
-    def __init__(self, router: Router, batcher: WriteBatcher, max_frame: int = DEFAULT_MAX_FRAME):
+    def __init__(
+        self,
+        router: Router,
+        batcher: WriteBatcher,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        sender: Sender | None = None,
+        max_unread_seconds: float = MAX_UNREAD_SECONDS,
+        max_held_bytes: int = MAX_HELD_BYTES,
+        abort_grace: float = ABORT_GRACE,
+    ):
         self.router = router
         self.batcher = batcher
         self.max_frame = max_frame
+        self.sender = sender if sender is not None else Sender(batcher.clock)
+        self.max_unread_seconds = max_unread_seconds
+        self.max_held_bytes = max_held_bytes
+        self.abort_grace = abort_grace
         self.connections: set[ClientConnection] = set()
         self._drained: list[defer.Deferred[None]] = []
 

@@ -137,10 +137,11 @@ class WebSocketConnection(ClientConnection):
         self.remote = remote
         self.connected = True
         self.factory.connections.add(self)
+        self._attach()
 
     def flush(self) -> None:
         out = self._out
-        if out and self.connected:
+        if out and self.connected and not self._paused:
             self._out = []
             if self.ws.state != self.ws.STATE_OPEN:
                 return

@@ -4,6 +4,14 @@
 life is an explicit state machine; every transition is logged. While the link is
 not up, every request fails at once with ``upstream-unavailable`` (retryable):
 nothing waits on a link that may not come back.
+
+States: ``disconnected`` (stopped), ``connecting`` (never up yet),
+``registering`` (connected, Register sent), ``up``, ``switching`` (was up, or was
+refused by a backup: looking for the current primary). When the endpoint is a
+:class:`~smbridge.upstream.addresses.NotifierEndpoints`, a refusal that names the
+primary (``not-primary``) makes the next attempt dial it. Coming up again after
+``switching`` is a switchover: listeners hear ``("started", cic)`` when an up link
+drops and ``("completed", cic)`` when the link is registered again.
 """
 
 from __future__ import annotations
@@ -23,9 +31,10 @@ from twisted.python.failure import Failure
 from smbridge.codec import Frame
 from smbridge.codec.catalog import LINK_REGISTER, MessageType
 from smbridge.codec.frames import dump_json
-from smbridge.errors import UpstreamUnavailable
+from smbridge.errors import ProtocolError, UpstreamUnavailable
 from smbridge.session.session import Session
 from smbridge.transports.batch import WriteBatcher
+from smbridge.upstream.addresses import NotifierEndpoints
 from smbridge.upstream.link import DeferredPending, RelayPending, UpstreamLink, UpstreamLinkFactory
 
 
@@ -34,14 +43,25 @@ class LinkState(enum.Enum):
     CONNECTING = "connecting"
     REGISTERING = "registering"
     UP = "up"
+    SWITCHING = "switching"
 
 
 _ALLOWED: dict[LinkState, set[LinkState]] = {
     LinkState.DISCONNECTED: {LinkState.CONNECTING},
     LinkState.CONNECTING: {LinkState.REGISTERING, LinkState.DISCONNECTED},
-    LinkState.REGISTERING: {LinkState.UP, LinkState.CONNECTING, LinkState.DISCONNECTED},
-    LinkState.UP: {LinkState.CONNECTING, LinkState.DISCONNECTED},
+    LinkState.REGISTERING: {
+        LinkState.UP,
+        LinkState.CONNECTING,
+        LinkState.SWITCHING,
+        LinkState.DISCONNECTED,
+    },
+    LinkState.UP: {LinkState.SWITCHING, LinkState.DISCONNECTED},
+    LinkState.SWITCHING: {LinkState.REGISTERING, LinkState.DISCONNECTED},
 }
+
+QUICK_RETRY = 0.2  # seconds: upper bound of a quick (jittered) retry
+
+SwitchoverListener = Callable[[str, Any], None]  # (phase, cic)
 
 
 class UpstreamConnector(Service):
@@ -64,15 +84,24 @@ class UpstreamConnector(Service):
         self.registered: dict[str, Any] = {}  # the Notifier's Register answer
         self.last_error: str | None = None  # why the link last dropped, until it is up again
         self.notification: Callable[[Frame], None] = lambda frame: None
-        self._up_listeners: list[Callable[[], None]] = []
+        self._up_listeners: list[Callable[[], object]] = []
+        self._switchover_listeners: list[SwitchoverListener] = []
         self._waiting_up: list[defer.Deferred[None]] = []
+        self._switching = False  # an up link dropped (or a backup refused us) since last up
+        self.switchovers = 0  # completed switchovers (reconnects after being up)
+        self._refused_link: UpstreamLink | None = None  # the link whose Register was refused
+        # Quick retries left: after an up link drops each address gets one at once, and
+        # a refusal naming the primary sends the next attempt there at once (jittered).
+        self._quick = 0
+        self._backoff = backoffPolicy(
+            initialDelay=0.5, maxDelay=30.0, factor=1.7, jitter=random.random
+        )
+        self.endpoint = endpoint
         factory = UpstreamLinkFactory(self, batcher, max_frame)
         self._client = ClientService(
             endpoint,
             factory,
-            retryPolicy=backoffPolicy(
-                initialDelay=0.5, maxDelay=30.0, factor=1.7, jitter=random.random
-            ),
+            retryPolicy=self._retry_delay,
             clock=clock,
         )
 
@@ -87,9 +116,33 @@ class UpstreamConnector(Service):
         d: defer.Deferred[None] = self._client.stopService()
         return d
 
-    def on_up(self, listener: Callable[[], None]) -> None:
+    def _retry_delay(self, attempt: int) -> float:
+        if self._quick > 0:
+            self._quick -= 1
+            return QUICK_RETRY * random.random()
+        delay: float = self._backoff(attempt)
+        return delay
+
+    def on_up(self, listener: Callable[[], object]) -> None:
         """Call ``listener()`` each time the link comes up registered."""
         self._up_listeners.append(listener)
+
+    def on_switchover(self, listener: SwitchoverListener) -> None:
+        """Call ``listener(phase, cic)``: "started" when an up link drops, "completed" when back."""
+        self._switchover_listeners.append(listener)
+
+    def _tell_switchover(self, phase: str, cic: Any) -> None:
+        for listener in self._switchover_listeners:
+            try:
+                listener(phase, cic)
+            except Exception:
+                self.log.failure(
+                    "Switchover listener failed", event="upstream.listener.failed", phase=phase
+                )
+
+    def _dialling(self) -> str:
+        current = getattr(self.endpoint, "current", None)
+        return current if isinstance(current, str) else self.server
 
     def when_up(self) -> defer.Deferred[None]:
         """Fire once the link is up (at once if it is)."""
@@ -116,7 +169,7 @@ class UpstreamConnector(Service):
         old, self.state = self.state, to
         self.log.info(
             "Notifier link {server}: {old} -> {new}",
-            server=self.server,
+            server=self._dialling(),
             old=old.value,
             new=to.value,
             event="upstream.state",
@@ -138,31 +191,74 @@ class UpstreamConnector(Service):
         self.link = link
         self.registered = reply
         self.last_error = None
+        switched, self._switching = self._switching, False
         self._move(LinkState.UP, cic=reply.get("cic"))
         for listener in self._up_listeners:
             try:
                 listener()
             except Exception:
                 self.log.failure("Link-up listener failed", event="upstream.listener.failed")
+        if switched:
+            self.switchovers += 1
+            self.log.info(
+                "Switched over to {server} (CIC {cic})",
+                server=self._dialling(),
+                cic=reply.get("cic"),
+                event="upstream.switchover",
+            )
+            self._tell_switchover("completed", reply.get("cic"))
         waiting, self._waiting_up = self._waiting_up, []
         for d in waiting:
             d.callback(None)
 
     def _refused(self, link: UpstreamLink, failure: Failure) -> None:
+        error = failure.value
+        if isinstance(error, UpstreamUnavailable):
+            return  # the link dropped before the answer: link_lost says why
+        self._refused_link = link
+        extra = error.extra if isinstance(error, ProtocolError) else {}
+        code = error.code if isinstance(error, ProtocolError) else "internal-error"
+        primary = extra.get("primary")
         self.log.error(
-            "The Notifier refused registration: {error}",
+            "The Notifier refused registration ({code}): {error}",
+            code=code,
             error=failure.getErrorMessage(),
+            primary=primary,
             event="upstream.register.refused",
         )
+        self.last_error = failure.getErrorMessage()
+        if code == "not-primary":
+            self._switching = True
+        if isinstance(self.endpoint, NotifierEndpoints):
+            named = isinstance(primary, str) and self.endpoint.prefer(primary)
+            if named:
+                self._quick = max(self._quick, 1)
+            else:
+                self.endpoint.advance(f"refused: {code}")
         if link.connected:
             link.transport.loseConnection()  # type: ignore[union-attr]
 
     def link_lost(self, link: UpstreamLink, reason: Failure | None) -> None:
-        if self.link is link:
+        was_up = self.link is link
+        if was_up:
             self.link = None
         why = reason.getErrorMessage() if reason is not None else "closed"
-        self.last_error = why
-        self._move(LinkState.CONNECTING if self.running else LinkState.DISCONNECTED, reason=why)
+        refused, self._refused_link = self._refused_link is link, None
+        if not refused:
+            self.last_error = why
+            if not was_up and isinstance(self.endpoint, NotifierEndpoints):
+                self.endpoint.advance(f"lost while registering: {why}")
+        if not self.running:
+            self._move(LinkState.DISCONNECTED, reason=why)
+            return
+        if was_up:
+            self._switching = True
+            entries = getattr(self.endpoint, "entries", ())
+            self._quick = max(1, len(entries))
+            self._move(LinkState.SWITCHING, reason=why)
+            self._tell_switchover("started", self.registered.get("cic"))
+        else:
+            self._move(LinkState.SWITCHING if self._switching else LinkState.CONNECTING, reason=why)
 
     # --- requests -----------------------------------------------------------------
     def request(self, message: MessageType, body: dict[str, Any]) -> defer.Deferred[dict[str, Any]]:

@@ -1,0 +1,109 @@
+"""``smbridge certs``: keys, CSRs and certificates for named CIC servers (the role of gensslcertsu).
+
+For each named server (the primary and, with ``--backup``, the backup of a
+switchover pair) and, with ``--bridge``, a bridge's client identity, it writes
+into ``--out``:
+
+- ``NAME.key``: a new EC P-256 private key (mode 0600),
+- ``NAME.csr``: a certificate signing request for an outside authority,
+- ``NAME.pem``: key and certificate, signed by the site CA when ``--ca-dir`` holds
+  ``ca.pem`` and ``ca.key`` (``--new-ca`` creates them in ``--out`` first); this is
+  what ``twistd notifier --cert`` and ``twistd smbridge --client-cert`` read.
+
+Existing files are never overwritten. Nothing secret is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from smbridge import pki
+
+
+def csr_for(key: ec.EllipticCurvePrivateKey, name: str, dns: Sequence[str]) -> bytes:
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    )
+    if dns:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in dns]), critical=False
+        )
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def load_ca(directory: Path) -> tuple[Any, x509.Certificate]:
+    """The site CA's key and certificate (``ca.key``, ``ca.pem``) in ``directory``."""
+    key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), None)
+    cert = x509.load_pem_x509_certificate((directory / "ca.pem").read_bytes())
+    return key, cert
+
+
+def write_identity(
+    out: Path,
+    name: str,
+    dns: Sequence[str],
+    ca: tuple[Any, x509.Certificate] | None,
+    client: bool = False,
+) -> list[Path]:
+    """Write NAME.key, NAME.csr and (with a CA) NAME.pem; FileExistsError if any exists."""
+    paths = [out / f"{name}.key", out / f"{name}.csr"] + ([out / f"{name}.pem"] if ca else [])
+    for path in paths:
+        if path.exists():
+            raise FileExistsError(f"{path} exists; not overwriting it")
+    names = tuple(dict.fromkeys([name, *dns]))
+    if ca is not None:
+        key, cert = pki.issue(ca[0], ca[1], name, names, client=client, server=not client)
+        pki.write_private(out / f"{name}.pem", pki.key_pem(key) + pki.cert_pem(cert))
+    else:
+        key = ec.generate_private_key(ec.SECP256R1())
+    pki.write_private(out / f"{name}.key", pki.key_pem(key))
+    (out / f"{name}.csr").write_bytes(csr_for(key, name, names))
+    return paths
+
+
+def add_parser(commands: Any) -> None:
+    p = commands.add_parser(
+        "certs", help="keys, CSRs and certificates for CIC servers and bridges (gensslcertsu)"
+    )
+    p.add_argument("--out", type=Path, required=True, help="directory to write into")
+    p.add_argument("--server", required=True, help="the CIC server's name (the primary)")
+    p.add_argument("--backup", help="the backup server of a switchover pair")
+    p.add_argument("--dns", action="append", default=[], help="another DNS name (repeatable)")
+    p.add_argument("--bridge", help="also a client identity for this bridge name")
+    p.add_argument("--ca-dir", type=Path, help="directory with the site CA (ca.pem, ca.key)")
+    p.add_argument("--new-ca", action="store_true", help="create a site CA in --out first")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    if args.new_ca and args.ca_dir:
+        raise argparse.ArgumentTypeError("give --ca-dir or --new-ca, not both")
+    ca_dir: Path | None = args.ca_dir
+    if args.new_ca:
+        if (out / "ca.pem").exists():
+            raise argparse.ArgumentTypeError(f"{out / 'ca.pem'} exists; use --ca-dir {out}")
+        key, cert = pki.make_ca()
+        pki.write_private(out / "ca.key", pki.key_pem(key))
+        (out / "ca.pem").write_bytes(pki.cert_pem(cert))
+        ca_dir = out
+    try:
+        ca = load_ca(ca_dir) if ca_dir is not None else None
+        written = write_identity(out, args.server, args.dns, ca)
+        if args.backup:
+            written += write_identity(out, args.backup, args.dns, ca)
+        if args.bridge:
+            written += write_identity(out, f"{args.bridge}-client", [args.bridge], ca, client=True)
+    except (OSError, ValueError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    for path in written:
+        print(path)

@@ -1,0 +1,164 @@
+"""The reference Notifier's place in a primary/backup pair (sans-IO: clock and probes injected).
+
+A pair is two Notifiers, each told the other's link address (``--peer``). The
+primary accepts bridges; the backup refuses every Register with ``not-primary``
+naming the primary, so a bridge given both addresses finds its way. Roles swap
+on ``POST /api/switchover`` (on either side: it changes its own role and tells
+the peer through ``tell_peer``), and the backup takes over by itself when the
+primary has not answered a liveness probe for ``detection`` seconds (a crash).
+Every role change is logged (``notifier.pair.role``) and reported to listeners,
+which drop the bridges' links when this side became the backup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from smbridge.errors import ProtocolError
+
+PRIMARY = "primary"
+BACKUP = "backup"
+ROLES = (PRIMARY, BACKUP)
+
+Probe = Callable[[], "defer.Deferred[Any]"]  # fires when the peer is alive, fails if not
+TellPeer = Callable[[str], "defer.Deferred[Any]"]  # ask the peer to take this role
+
+
+class NotPrimary(ProtocolError):
+    """Register on the backup: the answer names the primary so the bridge can go there."""
+
+    code = "not-primary"
+
+
+class Pair:
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        role: str = PRIMARY,
+        peer: str | None = None,
+        *,
+        probe: Probe | None = None,
+        tell_peer: TellPeer | None = None,
+        detection: float = 5.0,
+        interval: float = 1.0,
+    ) -> None:
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        self.clock = clock
+        self.role = role
+        self.peer = peer
+        self.probe = probe
+        self.tell_peer = tell_peer
+        self.detection = detection
+        self.interval = interval
+        self.peer_seen = clock.seconds()  # last time the peer answered a probe
+        self.changes = 0
+        self._listeners: list[Callable[[str], None]] = []
+        self._call: IDelayedCall | None = None
+        self._probing = False
+
+    # --- what the link asks --------------------------------------------------------
+    def check_register(self) -> None:
+        """Raise :class:`NotPrimary` (naming the primary) while this side is the backup."""
+        if self.role == BACKUP:
+            raise NotPrimary(
+                "this Notifier is the backup; register with the primary",
+                primary=self.peer,
+            )
+
+    def on_change(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(new_role)`` after each role change."""
+        self._listeners.append(listener)
+
+    # --- role changes --------------------------------------------------------------
+    def set_role(self, role: str, reason: str) -> bool:
+        """Take ``role``; True when it changed (logged, listeners told)."""
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        if role == self.role:
+            return False
+        old, self.role = self.role, role
+        self.changes += 1
+        self.peer_seen = self.clock.seconds()
+        self.log.info(
+            "Notifier role {old} -> {new} ({reason})",
+            old=old,
+            new=role,
+            reason=reason,
+            event="notifier.pair.role",
+        )
+        for listener in self._listeners:
+            listener(role)
+        return True
+
+    def switchover(self) -> defer.Deferred[dict[str, Any]]:
+        """Swap roles: this side takes the other role and asks the peer to take ours."""
+        new = BACKUP if self.role == PRIMARY else PRIMARY
+        old = self.role
+        self.set_role(new, "switchover requested")
+        answer = {"role": new, "peer": self.peer, "peerTold": False}
+        if self.tell_peer is None:
+            return defer.succeed(answer)
+        d = self.tell_peer(old)
+
+        def told(_: Any) -> dict[str, Any]:
+            return {**answer, "peerTold": True}
+
+        def not_told(failure: Failure) -> dict[str, Any]:
+            self.log.warn(
+                "Could not tell the peer {peer} to become {role}: {error}",
+                peer=self.peer,
+                role=old,
+                error=failure.getErrorMessage(),
+                event="notifier.pair.peer_unreachable",
+            )
+            return answer
+
+        return d.addCallbacks(told, not_told)
+
+    # --- crash detection -----------------------------------------------------------
+    def start(self) -> None:
+        """Start probing the peer (only a backup acts on the result)."""
+        self.peer_seen = self.clock.seconds()
+        self._probing = self.probe is not None
+        self._again(None)
+
+    def stop(self) -> None:
+        self._probing = False
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    def _tick(self) -> None:
+        self._call = None
+        assert self.probe is not None
+        self.probe().addCallbacks(self._alive, self._silent).addBoth(self._again)
+
+    def _alive(self, _: Any) -> None:
+        self.peer_seen = self.clock.seconds()
+
+    def _silent(self, failure: Failure) -> None:
+        silent_for = self.clock.seconds() - self.peer_seen
+        if self.role == BACKUP and silent_for >= self.detection:
+            self.set_role(PRIMARY, f"peer {self.peer} silent for {silent_for:.1f} s")
+
+    def _again(self, _: Any) -> None:
+        if self._probing and self._call is None:
+            self._call = self.clock.callLater(self.interval, self._tick)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "role": self.role,
+            "peer": self.peer,
+            "detection": self.detection,
+            "peerSeen": self.peer_seen,
+            "changes": self.changes,
+        }

@@ -1,0 +1,70 @@
+"""The I/O behind :class:`~smbridge.notifier.pair.Pair`: probe the peer, tell it its role.
+
+The probe is a plain TCP connect to the peer's link port (closed at once): a
+live Notifier process accepts it, a crashed one does not. Roles travel over the
+peer's control API (``POST /api/role``), which listens on localhost or a
+management network, as the control API always does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.protocol import Factory, Protocol
+
+
+class _Touch(Protocol):
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.abortConnection()  # type: ignore[attr-defined]
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` (or ``[V6]:PORT``) -> (host, port); ValueError when malformed."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {address!r}")
+    return host.strip("[]"), int(port)
+
+
+class PeerClient:
+    """Reach the other Notifier of the pair."""
+
+    def __init__(
+        self, reactor: Any, address: str, control_url: str | None, timeout: float = 2.0
+    ) -> None:
+        self.reactor = reactor
+        self.host, self.port = split_address(address)
+        self.control_url = control_url.rstrip("/") if control_url else None
+        self.timeout = timeout
+
+    def probe(self) -> defer.Deferred[Any]:
+        """Fire when the peer's link port accepts a connection; fail when it does not."""
+        endpoint = HostnameEndpoint(self.reactor, self.host, self.port, timeout=self.timeout)
+        d: defer.Deferred[Any] = endpoint.connect(Factory.forProtocol(_Touch))
+        return d
+
+    def tell_role(self, role: str) -> defer.Deferred[Any]:
+        """Ask the peer to take ``role`` through its control API."""
+        if self.control_url is None:
+            return defer.fail(RuntimeError("no --peer-control given"))
+        import treq
+        from twisted.web.client import HTTPConnectionPool
+
+        pool = HTTPConnectionPool(self.reactor, persistent=False)
+        d: defer.Deferred[Any] = treq.post(
+            f"{self.control_url}/api/role",
+            json={"role": role},
+            pool=pool,
+            timeout=self.timeout * 2,
+        )
+
+        def checked(response: Any) -> defer.Deferred[Any]:
+            if response.code != 200:
+                raise RuntimeError(f"the peer answered HTTP {response.code}")
+            body: defer.Deferred[Any] = treq.json_content(response)
+            return body
+
+        return d.addCallback(checked)

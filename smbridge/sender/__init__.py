@@ -1,0 +1,1 @@
+"""Outgoing sender: bandwidth limiter, memory safeguard and backpressure (issue 7)."""

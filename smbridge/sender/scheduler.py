@@ -1,0 +1,321 @@
+"""The outgoing bandwidth limiter: a pure scheduler with an injected clock.
+
+``enqueue(key, frame, now)`` hands it one encoded frame for one session (``key``
+is anything hashable: the connection); ``due(now)`` returns the frames to write
+now, in order, and when to call again (``wake_at``, ``None`` when nothing waits).
+No I/O, no reactor: the adapter reads ``clock.seconds()`` and writes.
+
+Rules (PROTOCOL §3 and §5, the Session Manager note):
+
+* Classes. A notification is high if its (objectType, eventId) is in the high
+  list, medium if in the medium list, low otherwise; a response or error is high
+  if its request's type is in the high list, medium otherwise.
+* Intervals. Time is cut into intervals of ``Interval Milliseconds`` from the
+  moment the limiter was configured. Each interval may send ``Total Outgoing
+  Bytes Per Interval``. Frames are never split: the frame that crosses the budget
+  is sent whole and the excess is taken from the next interval's budget, so over
+  several intervals the bytes sent equal the configured total exactly.
+* Activation. While limiting is off every frame is released at once (no delay)
+  and counted. When a frame arrives and the interval's budget is used up,
+  limiting switches on and frames wait. It switches off at an interval boundary
+  where nothing waits (the outgoing rate fell back under the limit).
+* Pacing. While limiting, an interval is released in ``SLICES`` equal steps:
+  by the end of step k (1..SLICES) at most k/SLICES of the interval's budget has
+  been released. A high frame that arrives after the step's bytes are spent so
+  waits at most one step (a tenth of the interval), not the whole interval, and
+  the interval's total and shares are unchanged.
+* Allocation, at each release while limiting: first any medium frame that would
+  otherwise have waited more than 60 s at the next boundary (sent even over the
+  budget: a medium frame is never held more than 60 s); then high frames up to the
+  total; then medium up to its percentage of what high left; then low up to the
+  rest; then medium again with what low left unused. Releases happen at every
+  boundary (with everything that waits, so the shares are exact there) and when
+  frames arrive while the interval still has budget (work-conserving: a class
+  uses what the others have not claimed yet).
+* Fairness. Within a class, sessions are served round-robin one frame at a time,
+  so a session with a huge backlog delays the others by at most one of its frames
+  per turn.
+
+Ordering guarantee. Frames of one session are released in the order they were
+enqueued among frames of the same class. Across classes a later frame may
+overtake an earlier one (a high StatusChanged may pass a low QueueChanged),
+except for frames about the same thing: while a session has a frame of some
+objectType waiting, any later frame of that session with the same objectType
+joins the same class queue behind it (its bytes then count in that class). So
+frames of one session and one objectType, e.g. the WatchQueue reply carrying a
+snapshot and the QueueChanged notifications that follow it, always leave in the
+order they were enqueued: a response is never overtaken by a later notification
+about the same thing.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+from twisted.logger import Logger
+
+from smbridge.codec.catalog import Priority
+from smbridge.sender.parameters import LimiterSettings
+
+MEDIUM_MAX_HOLD = 60.0
+SLICES = 10
+
+# Classes are small ints inside (an Enum's hash is slow on the hot path).
+HIGH, MEDIUM, LOW = 0, 1, 2
+CLASSES = (HIGH, MEDIUM, LOW)
+PRIORITIES = (Priority.HIGH, Priority.MEDIUM, Priority.LOW)
+
+Release = tuple[Hashable, bytes]
+
+
+def _class_of(data: bytes, settings: LimiterSettings) -> int:
+    kind = data[5]
+    key = ((data[6] << 8) | data[7], (data[8] << 8) | data[9])
+    if key in settings.high:
+        return HIGH
+    if kind == 2 or kind == 4 or key in settings.medium:
+        return MEDIUM
+    return LOW
+
+
+def classify(data: bytes, settings: LimiterSettings) -> Priority:
+    """The class of one encoded frame (header: kind at 5, objectType 6..7, eventId 8..9)."""
+    return PRIORITIES[_class_of(data, settings)]
+
+
+class _Queued:
+    __slots__ = ("key", "data", "at", "chain")
+
+    def __init__(self, key: Hashable, data: bytes, at: float, chain: tuple[Hashable, int]) -> None:
+        self.key = key
+        self.data = data
+        self.at = at
+        self.chain = chain
+
+
+@dataclass
+class ClassStats:
+    """Counters for one class: bytes and frames sent, bytes queued now."""
+
+    sent_bytes: int = 0
+    sent_frames: int = 0
+    queued_bytes: int = 0
+
+
+class Scheduler:
+    log = Logger()
+
+    def __init__(self, settings: LimiterSettings, now: float) -> None:
+        self.settings = settings
+        self._queues: list[OrderedDict[Hashable, deque[_Queued]]] = [OrderedDict() for _ in CLASSES]
+        self._chains: dict[tuple[Hashable, int], list[int]] = {}  # [class, frames waiting]
+        self._ready: list[Release] = []
+        self.limiting = False
+        self._stats = [ClassStats() for _ in CLASSES]
+        self.stats: dict[Priority, ClassStats] = dict(zip(PRIORITIES, self._stats, strict=True))
+        self._sent_by: dict[Hashable, list[int]] = {}  # bytes sent per session and class
+        self.history: deque[int] = deque(maxlen=64)  # bytes sent per finished interval
+        self._reset_clock(now)
+
+    # --- configuration ------------------------------------------------------
+    def _reset_clock(self, now: float) -> None:
+        self._origin = now
+        self._index = 0
+        self.interval_start = now
+        self.avail = self.settings.total_bytes
+        self.used = 0
+        self.class_used = [0, 0, 0]
+
+    def configure(self, settings: LimiterSettings, now: float) -> None:
+        """Apply new settings; turning the limiter off releases everything at once."""
+        old, self.settings = self.settings, settings
+        if not settings.enabled:
+            for c in CLASSES:
+                self._serve(c, None)
+            self._set_limiting(False)
+        if settings.interval_ms != old.interval_ms or settings.enabled != old.enabled:
+            self._reset_clock(now)
+        # A new total applies from the next interval on.
+
+    # --- accounting ---------------------------------------------------------
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes waiting in the class queues (not yet returned by ``due``)."""
+        return sum(s.queued_bytes for s in self._stats)
+
+    @property
+    def pending(self) -> bool:
+        return any(self._queues)
+
+    def session_stats(self, key: Hashable) -> tuple[dict[str, int], int]:
+        """Bytes sent per class and bytes queued now for one session."""
+        sent = self._sent_by.get(key, [0, 0, 0])
+        queued = sum(len(item.data) for q in self._queues for item in q.get(key, ()))
+        return {PRIORITIES[c].value: sent[c] for c in CLASSES}, queued
+
+    def next_boundary(self) -> float:
+        return self._origin + (self._index + 1) * self.settings.interval
+
+    def _slice(self, now: float) -> int:
+        """The pacing step ``now`` falls in within the current interval (0..SLICES-1)."""
+        into = (now - self.interval_start) / self.settings.interval
+        return min(SLICES - 1, int(into * SLICES + 1e-9))
+
+    def _roll(self, now: float) -> None:
+        """Start the interval that ``now`` falls in, carrying any overdraft."""
+        interval = self.settings.interval
+        elapsed = int((now - self._origin) / interval + 1e-9) - self._index
+        if elapsed <= 0:
+            return
+        total = self.settings.total_bytes
+        debt = max(0, self.used - self.avail - (elapsed - 1) * total)
+        self.history.append(self.used)
+        for _ in range(min(elapsed - 1, self.history.maxlen or 0)):
+            self.history.append(0)
+        self._index += elapsed
+        self.interval_start = self._origin + self._index * interval
+        self.avail = total - debt
+        self.used = 0
+        self.class_used = [0, 0, 0]
+        if self.limiting and not self.pending:
+            self._set_limiting(False)
+
+    def _set_limiting(self, on: bool) -> None:
+        if on is not self.limiting:
+            self.limiting = on
+            self.log.info(
+                "Bandwidth limiting {state}",
+                state="on" if on else "off",
+                event="sender.limiting_on" if on else "sender.limiting_off",
+            )
+
+    # --- the two calls ------------------------------------------------------
+    def enqueue(self, key: Hashable, data: bytes, now: float) -> Priority:
+        """Take one frame for ``key``; return the class it was queued or released in."""
+        settings = self.settings
+        c = _class_of(data, settings)
+        if not settings.enabled:
+            self._release_now(key, data, c)
+            return PRIORITIES[c]
+        if now >= self._origin + (self._index + 1) * settings.interval:
+            self._roll(now)
+        if not self.limiting:
+            if self.used < self.avail:
+                self._release_now(key, data, c)
+                return PRIORITIES[c]
+            self._set_limiting(True)
+        chain_key = (key, (data[6] << 8) | data[7])
+        chain = self._chains.get(chain_key)
+        if chain is None:
+            self._chains[chain_key] = [c, 1]
+        else:
+            c = chain[0]
+            chain[1] += 1
+        queue = self._queues[c]
+        q = queue.get(key)
+        if q is None:
+            q = queue[key] = deque()
+        q.append(_Queued(key, data, now, chain_key))
+        self._stats[c].queued_bytes += len(data)
+        return PRIORITIES[c]
+
+    def due(self, now: float) -> tuple[list[Release], float | None]:
+        """The frames to write now, in order, and when to call again."""
+        if self.settings.enabled:
+            self._roll(now)
+            if self.limiting:
+                self._allocate(now)
+        out, self._ready = self._ready, []
+        wake = None
+        if self.limiting:
+            step = self._slice(now) + 1
+            if step < SLICES and self.pending:
+                wake = self.interval_start + step * self.settings.interval / SLICES
+            else:
+                wake = self.next_boundary()
+        return out, wake
+
+    def take_released(self) -> list[Release]:
+        """What ``enqueue`` released at once (limiting off), without ``due``'s bookkeeping."""
+        out, self._ready = self._ready, []
+        return out
+
+    def forget(self, key: Hashable) -> int:
+        """Drop what waits for ``key`` (its connection is gone); return the bytes dropped."""
+        dropped = 0
+        for c in CLASSES:
+            q = self._queues[c].pop(key, None)
+            if q:
+                size = sum(len(item.data) for item in q)
+                self._stats[c].queued_bytes -= size
+                dropped += size
+                for item in q:
+                    self._chains.pop(item.chain, None)
+        kept = [r for r in self._ready if r[0] != key]
+        dropped += sum(len(r[1]) for r in self._ready) - sum(len(r[1]) for r in kept)
+        self._ready = kept
+        self._sent_by.pop(key, None)
+        return dropped
+
+    # --- internals ----------------------------------------------------------
+    def _release_now(self, key: Hashable, data: bytes, c: int) -> None:
+        self._ready.append((key, data))
+        size = len(data)
+        self.used += size
+        self.class_used[c] += size
+        stats = self._stats[c]
+        stats.sent_bytes += size
+        stats.sent_frames += 1
+        sent = self._sent_by.get(key)
+        if sent is None:
+            sent = self._sent_by[key] = [0, 0, 0]
+        sent[c] += size
+
+    def _release(self, item: _Queued, c: int) -> int:
+        size = len(item.data)
+        self._release_now(item.key, item.data, c)
+        self._stats[c].queued_bytes -= size
+        chain = self._chains[item.chain]
+        chain[1] -= 1
+        if not chain[1]:
+            del self._chains[item.chain]
+        return size
+
+    def _serve(self, c: int, budget: int | None) -> None:
+        """Round-robin over sessions, one frame each, until ``budget`` bytes are sent."""
+        queue = self._queues[c]
+        sent = 0
+        while queue and (budget is None or sent < budget):
+            key, q = next(iter(queue.items()))
+            item = q.popleft()
+            if q:
+                queue.move_to_end(key)
+            else:
+                del queue[key]
+            sent += self._release(item, c)
+
+    def _overdue_medium(self, now: float) -> None:
+        deadline = self.next_boundary() - MEDIUM_MAX_HOLD
+        queue = self._queues[MEDIUM]
+        for key in [k for k, q in queue.items() if q[0].at < deadline]:
+            q = queue[key]
+            while q and q[0].at < deadline:
+                self._release(q.popleft(), MEDIUM)
+            if not q:
+                del queue[key]
+
+    def _allocate(self, now: float) -> None:
+        if self._queues[MEDIUM]:
+            self._overdue_medium(now)
+        avail = self.avail
+        used = self.class_used
+        cap = avail * (self._slice(now) + 1) // SLICES  # paced: released so far at most
+        self._serve(HIGH, cap - self.used)
+        medium_share = max(0, avail - used[HIGH]) * self.settings.medium_percent // 100
+        self._serve(MEDIUM, min(medium_share - used[MEDIUM], cap - self.used))
+        low_share = avail - used[HIGH] - medium_share
+        self._serve(LOW, min(low_share - used[LOW], cap - self.used))
+        self._serve(MEDIUM, cap - self.used)
+        self._serve(LOW, cap - self.used)

@@ -1,0 +1,179 @@
+"""Client connections and the sender: direct path, limiter, backpressure, stalled clients."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python import usage
+
+from smbridge.codec import Kind, encode_raw
+from smbridge.codec.catalog import (
+    LINK_PARAMETERS_CHANGED,
+    QUEUE_CHANGED,
+    SESSION_TERMINATED,
+    STATUS_CHANGED,
+)
+from smbridge.sender import parameters as p
+from smbridge.service import BridgeService
+from smbridge.tap import Options
+from smbridge.testing import RouterHarness, decode_all
+from smbridge.transports.connection import ClientConnection, ClientConnectionFactory
+
+LIMITED = {p.ENABLED: "Yes", p.TOTAL: "60000", p.INTERVAL: "1000"}
+
+
+def notification(message: tuple[int, int], size: int, tag: int = 0) -> bytes:
+    """A notification of exactly ``size`` bytes with a JSON payload."""
+    payload = b'{"p":"' + b"x" * (size - 22) + b'"}'
+    return encode_raw(Kind.NOTIFICATION, message[0], message[1], tag, payload)
+
+
+def connect(
+    h: RouterHarness, factory: ClientConnectionFactory
+) -> tuple[ClientConnection, StringTransport]:
+    conn = factory.connection("tls")
+    transport = StringTransport()
+    conn.makeConnection(transport)  # type: ignore[no-untyped-call]
+    return conn, transport
+
+
+def test_limiter_off_keeps_the_direct_batched_path():
+    """With the limiter off and the client reading, send is BatchedProtocol's: one write a turn."""
+    h = RouterHarness()
+    factory = ClientConnectionFactory(h.router, h.batcher, max_unread_seconds=30)
+    conn, transport = connect(h, factory)
+    assert "send" not in conn.__dict__
+    assert IPushProducer.providedBy(conn)
+    assert transport.producer is conn and transport.streaming
+    writes: list[bytes] = []
+    transport.write = writes.append  # type: ignore[method-assign]
+    for i in range(5):
+        conn.send(notification(STATUS_CHANGED, 100, i))
+    h.clock.advance(0)
+    assert len(writes) == 1
+    assert [f.request_id for f in decode_all(writes[0])] == [0, 1, 2, 3, 4]
+
+
+def test_a_paused_client_receives_nothing_until_it_resumes():
+    """Frames for a paused client are held and counted, then written at resume in one write."""
+    h = RouterHarness()
+    factory = ClientConnectionFactory(h.router, h.batcher)
+    conn, transport = connect(h, factory)
+    conn.pauseProducing()
+    for i in range(3):
+        conn.send(notification(STATUS_CHANGED, 1000, i))
+    h.clock.advance(0)
+    assert transport.value() == b""
+    assert conn.held_bytes() == 3000
+    assert factory.sender.held_bytes() == 3000
+    conn.resumeProducing()
+    assert [f.request_id for f in decode_all(transport.value())] == [0, 1, 2]
+    assert conn.held_bytes() == 0
+    assert "send" not in conn.__dict__
+
+
+def test_a_client_that_does_not_read_for_too_long_is_disconnected():
+    """Paused past max_unread_seconds: SessionTerminated (unexpected), session ended, closed."""
+    h = RouterHarness()
+    conn, transport, _reply = h.logon()
+    conn.factory.max_unread_seconds = 30.0
+    session = conn.session
+    assert session is not None
+    conn.pauseProducing()
+    conn.send(notification(QUEUE_CHANGED, 5000))
+    h.clock.advance(29.9)
+    assert not transport.disconnecting
+    h.clock.advance(0.2)
+    assert transport.disconnecting
+    (notice,) = decode_all(transport.value())
+    assert (notice.object_type, notice.event_id) == SESSION_TERMINATED
+    assert notice.parsed() == {"reason": "unexpected", "detail": "client-not-reading"}
+    assert session.state.value == "closed"
+    assert len(h.registry) == 0
+
+
+def test_a_client_holding_too_many_bytes_is_disconnected():
+    """Past max_held_bytes while paused the client is dropped and what it held is freed."""
+    h = RouterHarness()
+    factory = ClientConnectionFactory(h.router, h.batcher, max_held_bytes=10_000)
+    conn, transport = connect(h, factory)
+    conn.pauseProducing()
+    for i in range(10):
+        conn.send(notification(QUEUE_CHANGED, 1000, i))
+    assert not transport.disconnecting
+    conn.send(notification(QUEUE_CHANGED, 1000, 10))
+    assert transport.disconnecting
+    (notice,) = decode_all(transport.value())
+    assert (notice.object_type, notice.event_id) == SESSION_TERMINATED
+    assert conn.held_bytes() == 0
+
+
+def test_the_limiter_follows_the_routers_parameters_live():
+    """A parameters change reaching the router switches the connections' sender on and off."""
+    h = RouterHarness()
+    factory = ClientConnectionFactory(h.router, h.batcher)
+    h.router.parameter_listeners.append(factory.sender.configure)
+    conn, transport = connect(h, factory)
+    h.notifier.event(LINK_PARAMETERS_CHANGED, h.params_sub, {"parameters": LIMITED})
+    h.clock.advance(0)
+    assert factory.sender.limited
+    assert factory.sender.settings.total_bytes == 60000
+    assert conn.__dict__["send"] == conn._send_slow
+    for i in range(100):
+        conn.send(notification(QUEUE_CHANGED, 1000, i))
+    h.clock.advance(0)
+    assert len(transport.value()) == 60000
+    transport.clear()
+    h.clock.pump([1.0] + [0.1] * 9)  # the next interval, paced in ten steps
+    assert len(transport.value()) == 40000
+    h.notifier.event(LINK_PARAMETERS_CHANGED, h.params_sub, {"parameters": dict.fromkeys(LIMITED)})
+    h.clock.advance(0)
+    assert not factory.sender.limited
+    assert "send" not in conn.__dict__
+
+
+def test_an_invalid_parameter_is_refused_and_the_old_value_kept():
+    """A refused total leaves the limiter at its previous total and is reported in status."""
+    h = RouterHarness()
+    factory = ClientConnectionFactory(h.router, h.batcher)
+    assert factory.sender.configure(LIMITED) == []
+    errors = factory.sender.configure({**LIMITED, p.TOTAL: "1000"})
+    assert errors == [f"{p.TOTAL} must be an integer greater than 50000, not '1000'"]
+    assert factory.sender.settings.total_bytes == 60000
+    assert factory.sender.status()["refusedParameters"] == errors
+
+
+def test_status_reports_bytes_per_priority_and_limiting():
+    """The sender's status counts bytes per class and says whether limiting is active."""
+    h = RouterHarness()
+    factory = ClientConnectionFactory(h.router, h.batcher)
+    factory.sender.configure(LIMITED)
+    conn, transport = connect(h, factory)
+    for i in range(70):
+        conn.send(notification(QUEUE_CHANGED, 1000, i))
+    conn.send(notification(STATUS_CHANGED, 500))
+    h.clock.advance(0)
+    status = factory.sender.status()
+    assert status["limiting"] is True
+    assert status["byPriority"]["low"]["sentBytes"] == 60000
+    assert status["byPriority"]["low"]["queuedBytes"] == 10000
+    assert status["byPriority"]["high"]["queuedBytes"] == 500
+    assert status["heldBytes"] == 10500
+    assert factory.sender.session_status(conn)["queuedBytes"] == 10500
+    conn.connectionLost(None)
+    assert factory.sender.status()["heldBytes"] == 0
+
+
+def test_max_unread_seconds_option_reaches_the_connections(tmp_path):
+    """--max-unread-seconds sets the connections' limit; a value out of 1..3600 is refused."""
+    options = Options()
+    options.parseOptions(["--demo", "--work-path", str(tmp_path), "--max-unread-seconds", "30"])
+    assert options.config is not None and options.config.max_unread_seconds == 30.0
+    bridge = BridgeService(options.config, Clock())
+    assert bridge.connections.max_unread_seconds == 30.0
+    with pytest.raises(usage.UsageError, match="--max-unread-seconds must be 1..3600"):
+        Options().parseOptions(
+            ["--demo", "--work-path", str(tmp_path), "--max-unread-seconds", "0"]
+        )

@@ -1,0 +1,184 @@
+"""Real Notifier processes (twistd notifier --role/--peer): switchover, SIGKILL, switch back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, reactor, task
+from twisted.trial.unittest import TestCase
+
+from smbridge import pki
+from smbridge.client import connect
+from smbridge.config import BridgeConfig, NotifierAddress, TLSFiles
+from smbridge.router.router import BridgeIdentity
+from smbridge.service import BridgeService
+from smbridge.testing import SwitchoverWatcher, http_json, poll
+
+SESSIONS = 20  # demo users; the in-process test holds 200
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class NotifierProcesses(TestCase):
+    timeout = 120
+
+    def setUp(self) -> None:
+        self.work = Path(tempfile.mkdtemp(prefix="smbridge-procs-"))
+        self.files = pki.ensure_site_pki(self.work / "pki")
+        self.link = {side: _free_port() for side in "ab"}
+        self.control = {side: _free_port() for side in "ab"}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def _spawn(self, side: str, role: str) -> None:
+        peer = "b" if side == "a" else "a"
+        args = [
+            sys.executable,
+            "-m",
+            "twisted",
+            "notifier",
+            "--demo",
+            "--interface=127.0.0.1",
+            f"--port={self.link[side]}",
+            f"--control=tcp:{self.control[side]}:interface=127.0.0.1",
+            "--http-port=off",
+            "--https-port=off",
+            f"--cert={self.files.notifier}",
+            f"--ca={self.files.ca}",
+            f"--trust={self.files.bridge_client}",
+            f"--trust-store={self.work / f'trust-{side}.json'}",
+            f"--role={role}",
+            f"--cic-name=cic-{side}",
+            f"--peer=127.0.0.1:{self.link[peer]}",
+            f"--peer-control=http://127.0.0.1:{self.control[peer]}",
+            "--detection=1.0",
+        ]
+        log = open(self.work / f"notifier-{side}.log", "ab")  # noqa: SIM115
+        self.addCleanup(log.close)
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.work)
+        self.procs[side] = proc
+        self.addCleanup(self._kill, proc)
+
+    @staticmethod
+    def _kill(proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+    @defer.inlineCallbacks
+    def _state(self, side: str) -> Any:
+        url = f"http://127.0.0.1:{self.control[side]}/api/state"
+        try:
+            code, state = yield http_json(reactor, "GET", url)
+        except Exception:
+            return None
+        return state if code == 200 else None
+
+    @defer.inlineCallbacks
+    def _wait_role(self, side: str, role: str) -> Any:
+        seen: dict[str, Any] = {}
+
+        @defer.inlineCallbacks
+        def check() -> Any:
+            seen["state"] = yield self._state(side)
+
+        for _ in range(200):  # bounded: 200 x 0.05 s
+            yield check()
+            if seen["state"] is not None and seen["state"]["role"] == role:
+                return seen["state"]
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        raise AssertionError(f"notifier {side} never became {role}: {seen}")
+
+    @defer.inlineCallbacks
+    def _publish(self, side: str, tag: str) -> Any:
+        call = {"id": f"{tag}-Sales", "state": "alerting", "queue": "Sales"}
+        body = {"queue": "Sales", "added": [call], "changed": [], "removed": []}
+        url = f"http://127.0.0.1:{self.control[side]}/api/publish"
+        payload = {"objectType": 173, "eventId": 3, "topic": "queue:Sales", "payload": body}
+        code, answer = yield http_json(reactor, "POST", url, payload)
+        self.assertEqual((code, answer["delivered"]), (200, 1))
+
+    @defer.inlineCallbacks
+    def _switched(self, count: int, side: str, tag: str) -> Any:
+        yield poll(lambda: all(w.completed() >= count for w in self.watchers), deadline=30)
+        self.assertEqual(self.bridge.upstream.registered["cic"]["name"], f"cic-{side}")
+        yield self._publish(side, tag)
+        yield poll(lambda: all(f"{tag}-Sales" in w.events for w in self.watchers), deadline=30)
+
+    @defer.inlineCallbacks
+    def test_pair_of_processes(self) -> Any:
+        """Switch over, SIGKILL the primary, restart it as backup, switch back; all survive."""
+        self._spawn("a", "primary")
+        self._spawn("b", "backup")
+        yield self._wait_role("a", "primary")
+        yield self._wait_role("b", "backup")
+        for side in "ab":
+            url = f"http://127.0.0.1:{self.control[side]}/api/traffic"
+            yield http_json(reactor, "POST", url, {"callsPerSecond": 0})
+        config = BridgeConfig(
+            identity=BridgeIdentity("sm1", "localhost", location="Indianapolis"),
+            tls=TLSFiles(self.files.bridge, self.files.bridge_client, self.files.ca),
+            notifiers=(
+                NotifierAddress("127.0.0.1", self.link["a"]),
+                NotifierAddress("127.0.0.1", self.link["b"]),
+            ),
+            notifier_name="localhost",
+            port=0,
+            interface="127.0.0.1",
+            allow_cleartext=True,
+        )
+        self.bridge = BridgeService(config, reactor)
+        self.bridge.startService()
+        self.addCleanup(self.bridge.stopService)
+        yield self.bridge.when_ready()
+        self.watchers: list[SwitchoverWatcher] = []
+        for n in range(1, SESSIONS + 1):
+            client = yield connect(reactor, f"tcp://127.0.0.1:{self.bridge.port}")
+            self.addCleanup(client.close)
+            yield client.logon(f"agent{n}", "demo")
+            yield client.watch_queue("Sales")
+            self.watchers.append(SwitchoverWatcher(client, f"agent{n}", "Sales"))
+        for w in self.watchers:
+            w.loop()
+        yield poll(lambda: all(w.outcomes.get("ok") for w in self.watchers), deadline=30)
+
+        url = f"http://127.0.0.1:{self.control['a']}/api/switchover"
+        code, answer = yield http_json(reactor, "POST", url, {})
+        self.assertEqual((code, answer["role"], answer["peerTold"]), (200, "backup", True))
+        yield self._switched(1, "b", "one")
+
+        os.kill(self.procs["b"].pid, signal.SIGKILL)  # the primary crashes
+        self.procs["b"].wait(timeout=10)
+        yield self._wait_role("a", "primary")
+        yield self._switched(2, "a", "two")
+
+        self._spawn("b", "backup")
+        yield self._wait_role("b", "backup")
+        url = f"http://127.0.0.1:{self.control['b']}/api/traffic"
+        yield http_json(reactor, "POST", url, {"callsPerSecond": 0})
+        url = f"http://127.0.0.1:{self.control['a']}/api/switchover"
+        code, answer = yield http_json(reactor, "POST", url, {})
+        self.assertEqual((code, answer["peerTold"]), (200, True))
+        yield self._switched(3, "b", "three")
+
+        for w in self.watchers:
+            w.running = False
+        yield defer.gatherResults([w.done for w in self.watchers])
+        self.assertEqual(len(self.bridge.registry), SESSIONS)
+        for w in self.watchers:
+            self.assertIsNone(w.client.terminated_reason, w.user)
+            self.assertEqual(sum(w.outcomes.values()), w.sent, w.user)
+            self.assertEqual((w.client.protocol.pending, w.unmatched), (0, 0), w.user)
+            self.assertLessEqual(set(w.outcomes), {"ok", "upstream-unavailable"}, w.user)
+            phases = [s["phase"] for s in w.switchovers]
+            self.assertEqual((phases.count("started"), phases.count("completed")), (3, 3))
