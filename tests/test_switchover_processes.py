@@ -21,7 +21,7 @@ from smbridge.router.router import BridgeIdentity
 from smbridge.service import BridgeService
 from smbridge.testing import SwitchoverWatcher, http_json, poll
 
-SESSIONS = 20  # demo users; the in-process test holds 200
+SESSIONS = 200  # over the 50 demo agents, four sessions each
 
 
 def _free_port() -> int:
@@ -145,9 +145,10 @@ class NotifierProcesses(TestCase):
         for n in range(1, SESSIONS + 1):
             client = yield connect(reactor, f"tcp://127.0.0.1:{self.bridge.port}")
             self.addCleanup(client.close)
-            yield client.logon(f"agent{n}", "demo")
+            user = f"agent{(n - 1) % 50 + 1}"
+            yield client.logon(user, "demo")
             yield client.watch_queue("Sales")
-            self.watchers.append(SwitchoverWatcher(client, f"agent{n}", "Sales"))
+            self.watchers.append(SwitchoverWatcher(client, user, "Sales"))
         for w in self.watchers:
             w.loop()
         yield poll(lambda: all(w.outcomes.get("ok") for w in self.watchers), deadline=30)
