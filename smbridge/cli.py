@@ -2,9 +2,10 @@
 
 ``smbridge client URI --user U ...`` logs on to a bridge, watches queues and prints
 every notification until Ctrl-C or SIGTERM, then logs off (DestroySession) so the
-bridge frees the session at once instead of letting it linger. ``sizing`` and
-``certs`` will join as further subcommands; each registers a ``handler`` that
-takes the parsed arguments and returns nothing (it exits through SystemExit).
+bridge frees the session at once instead of letting it linger. ``certs``
+(smbridge.certs) and ``sizing`` (smbridge.roster.sizing) are the other
+subcommands; each registers a ``handler`` that takes the parsed arguments and
+returns nothing (it exits through SystemExit).
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     from smbridge.certs import add_parser as _add_certs
 
     _add_certs(commands)
+    from smbridge.roster.sizing import add_parser as _add_sizing
+
+    _add_sizing(commands)
     return parser
 
 

@@ -88,6 +88,7 @@ class BridgeService(MultiService):
         self.upstream.setName("upstream")  # type: ignore[no-untyped-call]
         self.upstream.setServiceParent(self)  # type: ignore[no-untyped-call]
         self.router = Router(self.registry, self.upstream, config.identity, config.max_watches)
+        self.router.loaded = lambda: self.load.loaded  # the overloaded redirect (docs/roster.md)
         self.connections = ClientConnectionFactory(
             self.router,
             self.batcher,
@@ -95,6 +96,7 @@ class BridgeService(MultiService):
             max_unread_seconds=config.max_unread_seconds,
         )
         self.router.parameter_listeners.append(self.connections.sender.configure)
+        self.connections.sender.queue_snapshot = self._queue_snapshot
         self.listener: ListenerService | None = None
         self.admin: ListenerService | None = None
         self.names = BridgeNames(
@@ -170,6 +172,11 @@ class BridgeService(MultiService):
         assert self.listener is not None and self.listener.port is not None
         return int(self.listener.port.getHost().port)  # type: ignore[attr-defined]
 
+    def _queue_snapshot(self, queue: str) -> dict[str, Any] | None:
+        """The router's current view of one queue (the safeguard's QueueUnsuspended follow-up)."""
+        state = self.router.fanout.state("queue:" + queue)
+        return state.snapshot() if state is not None else None
+
     def stopService(self) -> defer.Deferred[None]:
         """Tell every client (SessionTerminated "shutdown"), then stop listening and the link."""
         if self.registry:
@@ -179,6 +186,7 @@ class BridgeService(MultiService):
                 event="bridge.shutdown",
             )
         self.load.stop()
+        self.connections.sender.stop()
         self.registry.end_all(EndReason.SHUTDOWN)
         closed = self.connections.close_all(self.reactor)
         stopped = defer.maybeDeferred(super().stopService)

@@ -80,6 +80,7 @@ class Options(usage.Options):
         ["fqdn", None, None, "the name clients use for this bridge (default: the host's FQDN)"],
         ["kind", None, "off-server", "on-server or off-server"],
         ["location", None, "", "this bridge's location"],
+        ["accept", None, "default", "accept mode: default, all or maintenance (docs/roster.md)"],
         ["cert", None, None, "PEM file with the listener's certificate and key"],
         ["client-cert", None, None, "PEM file with the certificate and key toward the Notifier"],
         ["ca", None, None, "PEM file of the CA that signed the Notifier's certificate"],
@@ -198,6 +199,8 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--kind must be one of {', '.join(KINDS)}, not {self['kind']!r}"
             )
+        if self["accept"] not in ("default", "all", "maintenance"):
+            raise usage.UsageError("--accept must be default, all or maintenance")
         if self["switchover-mode"] not in ("follow-primary", "pinned"):
             raise usage.UsageError("--switchover-mode must be follow-primary or pinned")
         if not 0.1 <= self["ping-interval"] <= 3600:
@@ -241,6 +244,7 @@ class Options(usage.Options):
             kind=self["kind"],
             location=self["location"],
             ports={"tls": self["port"], "ws": self["ws-port"], "wss": self["wss-port"]},
+            accept=self["accept"],
         )
         self.config = BridgeConfig(
             identity=identity,

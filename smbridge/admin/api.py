@@ -15,6 +15,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from smbridge.admin.status import healthy, status
+from smbridge.errors import ProtocolError
 
 if TYPE_CHECKING:
     from smbridge.service import BridgeService
@@ -47,6 +48,8 @@ class AdminRoot(Resource):
             request.setHeader(b"www-authenticate", b'Bearer realm="smbridge"')
             return _json(request, 401, {"error": "a valid bearer token is required"})
         path = request.path.rstrip(b"/") or b"/"
+        if path == b"/api/mode":
+            return self._mode(request)
         routes = {b"/api/status": self._status, b"/healthz": self._health}
         handler = routes.get(path)
         if handler is None:
@@ -60,6 +63,23 @@ class AdminRoot(Resource):
 
     def _status(self, request: Request) -> bytes:
         return _json(request, 200, status(self.bridge))
+
+    def _mode(self, request: Request) -> bytes:
+        """``POST /api/mode {"accept": "default|all|maintenance"}``: switch the accept mode."""
+        if request.method != b"POST":
+            request.setHeader(b"allow", b"POST")
+            return _json(request, 405, {"error": f"{request.method.decode()} is not allowed here"})
+        try:
+            body = json.loads(request.content.read() if request.content else b"")
+        except ValueError:
+            return _json(request, 400, {"error": "the body must be JSON"})
+        mode = body.get("accept") if isinstance(body, dict) else None
+        try:
+            self.bridge.router.set_accept_mode(mode if isinstance(mode, str) else "")
+        except ProtocolError as e:
+            return _json(request, 400, {"error": e.message})
+        accepting, reason = self.bridge.router.accept_state()
+        return _json(request, 200, {"accept": mode, "accepting": accepting, "acceptReason": reason})
 
     def _health(self, request: Request) -> bytes:
         ok, why = healthy(self.bridge)

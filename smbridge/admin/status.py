@@ -21,14 +21,16 @@ def status(bridge: BridgeService) -> dict[str, Any]:
     registered = upstream.registered
     transports = Counter(s.transport for s in bridge.registry)
     tunnel = bridge.tunnel
+    accepting, accept_reason = bridge.router.accept_state()
     return {
         "name": identity.name,
         "fqdn": identity.fqdn,
         "kind": identity.kind,
         "location": identity.location,
         "version": smbridge.__version__,
-        "accepting": True,
-        "acceptReason": identity.accept,
+        "accepting": accepting,
+        "acceptReason": accept_reason,
+        "acceptMode": bridge.router.accept_mode,
         "notifier": {
             "server": upstream.server,
             "state": upstream.state.value,

@@ -24,9 +24,14 @@ Public names:
   ``handshake-refused``, ``download-failed``.
 - :class:`BridgeProtocol`: the Twisted protocol underneath, for custom transports.
 - :func:`parse_bridge_uri` and :class:`BridgeAddress`: URI parsing.
+- :func:`logon_anywhere` ``(reactor, "tls://HOST", user, password, *, cache=None,
+  ca=None, **logon)`` logs on at the typed host or wherever the roster leads, and
+  :class:`RosterCache` ``(directory)`` keeps each site's roster (docs/roster.md).
 """
 
+from smbridge.client.discovery import logon_anywhere
 from smbridge.client.protocol import BridgeProtocol, ClientError
+from smbridge.client.roster_cache import RosterCache
 from smbridge.client.session import BridgeClient, connect
 from smbridge.client.uri import DEFAULT_PORTS, BridgeAddress, parse_bridge_uri
 
@@ -36,6 +41,8 @@ __all__ = [
     "BridgeClient",
     "BridgeProtocol",
     "ClientError",
+    "RosterCache",
     "connect",
+    "logon_anywhere",
     "parse_bridge_uri",
 ]

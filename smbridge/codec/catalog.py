@@ -79,6 +79,9 @@ LINK_PING = (200, 5)
 LINK_SESSION_OPENED = (200, 6)
 LINK_SESSION_CLOSED = (200, 7)
 LINK_PARAMETERS_CHANGED = (200, 8)
+LINK_ROSTER_CHANGED = (200, 9)  # Notifier -> every registered bridge (docs/roster.md)
+LINK_BRIDGE_CHANGED = (200, 10)  # bridge -> Notifier: its accept mode changed at run time
+LINK_SET_ACCEPT = (200, 11)  # Notifier -> one bridge: switch your accept mode
 
 H, M, L = Priority.HIGH, Priority.MEDIUM, Priority.LOW
 
@@ -135,6 +138,9 @@ LINK_NAMES: dict[MessageType, str] = {
     LINK_SESSION_OPENED: "SessionOpened",
     LINK_SESSION_CLOSED: "SessionClosed",
     LINK_PARAMETERS_CHANGED: "ParametersChanged",
+    LINK_ROSTER_CHANGED: "RosterChanged",
+    LINK_BRIDGE_CHANGED: "BridgeChanged",
+    LINK_SET_ACCEPT: "SetAccept",
 }
 
 

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from smbridge.errors import BadRequest
+from smbridge.errors import BadRequest, NotFound
 from smbridge.notifier.site import BRIDGE_KINDS, Site
 
 
@@ -53,6 +53,7 @@ class Bridges:
         self.site = site
         self.clock = clock
         self.records: dict[str, BridgeRecord] = {}
+        self.retired: set[str] = set()  # names left out of the roster until they register
         self._link_bridge: dict[Subscriber, str] = {}
 
     def register(self, bridge_info: dict[str, Any], link: Subscriber, peer: str = "") -> None:
@@ -75,6 +76,7 @@ class Bridges:
                 event="notifier.bridge.replaced",
             )
         self.records[name] = BridgeRecord(name, dict(bridge_info), peer, self.clock.seconds(), link)
+        self.retired.discard(name)
         self._link_bridge[link] = name
         self.log.info(
             "Bridge {bridge} registered from {peer}",
@@ -85,6 +87,44 @@ class Bridges:
 
     def is_registered(self, link: Subscriber) -> bool:
         return link in self._link_bridge
+
+    def retire(self, name: str) -> None:
+        """Leave a bridge that is down out of the roster until it registers again."""
+        record = self.records.get(name)
+        listed = any(b.name == name for b in self.site.bridges)
+        if record is None and not listed:
+            raise NotFound(f"no bridge {name!r} in the roster")
+        if record is not None and record.connected:
+            raise BadRequest(f"bridge {name!r} is connected; only a bridge that is down retires")
+        self.records.pop(name, None)
+        self.retired.add(name)
+        self.log.info("Bridge {bridge} retired", bridge=name, event="notifier.bridge.retired")
+
+    def link_of(self, name: str) -> Subscriber:
+        """The link of a connected bridge; NotFound otherwise."""
+        record = self.records.get(name)
+        if record is None or record.link is None:
+            raise NotFound(f"bridge {name!r} is not connected")
+        return record.link
+
+    def links(self) -> list[Subscriber]:
+        """The links of every registered bridge."""
+        return list(self._link_bridge)
+
+    def set_accept(self, link: Subscriber, accept: Any) -> None:
+        """Record the accept mode a registered bridge switched to (BridgeChanged)."""
+        record = self._record(link)
+        if record is None:
+            return
+        if accept not in ("default", "all", "maintenance"):
+            raise BadRequest("accept must be one of default, all, maintenance")
+        record.info["accept"] = accept
+        self.log.info(
+            "Bridge {bridge} accept mode {accept}",
+            bridge=record.name,
+            accept=accept,
+            event="notifier.bridge.accept",
+        )
 
     def link_lost(self, link: Subscriber) -> None:
         """Mark the link's bridge disconnected and forget its sessions."""
@@ -99,6 +139,8 @@ class Bridges:
         """The site's bridges (configured values win, ports as registered), then unlisted ones."""
         out = []
         for b in self.site.bridges:
+            if b.name in self.retired:
+                continue
             entry = b.to_wire()
             record = self.records.get(b.name)
             if record is not None and isinstance(record.info.get("ports"), dict):

@@ -34,6 +34,13 @@ class HTTPError(Exception):
         self.message = message
 
 
+def _name(body: dict[str, Any]) -> str:
+    name = body.get("name")
+    if not isinstance(name, str) or not name:
+        raise HTTPError(400, "name must be a non-empty string")
+    return name
+
+
 def _int(body: dict[str, Any], key: str, low: int, high: int) -> int:
     value = body.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -58,6 +65,8 @@ class ControlResource(Resource):
             "/api/switchover": (b"POST", self.post_switchover, True),
             "/api/role": (b"POST", self.post_role, True),
             "/api/load": (b"POST", self.post_load, True),
+            "/api/bridges/retire": (b"POST", self.post_retire, True),
+            "/api/bridges/accept": (b"POST", self.post_accept, True),
             "/api/certificates": (b"GET", self.get_certificates, False),
         }
 
@@ -183,6 +192,27 @@ class ControlResource(Resource):
         delay = _int(body, "pingDelayMs", 0, 600_000)
         self.notifier.ping_delay = delay / 1000.0
         return {"pingDelayMs": delay}
+
+    def post_retire(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``{"name"}``: leave a bridge that is down out of the roster (docs/roster.md)."""
+        try:
+            self.notifier.retire_bridge(_name(body))
+        except NotFound as e:
+            raise HTTPError(404, e.message) from e
+        except BadRequest as e:
+            raise HTTPError(409, e.message) from e
+        return {"roster": self.notifier.roster()}
+
+    def post_accept(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``{"name", "accept"}``: tell a connected bridge to switch its accept mode."""
+        name = _name(body)
+        try:
+            self.notifier.set_bridge_accept(name, body.get("accept"))
+        except NotFound as e:
+            raise HTTPError(404, e.message) from e
+        except BadRequest as e:
+            raise HTTPError(400, e.message) from e
+        return {"name": name, "accept": body.get("accept"), "sent": True}
 
     def _trust(self) -> CertificateTrust:
         if self.notifier.trust is None:

@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 
 from smbridge.codec.catalog import (
     LINK_AUTHENTICATE,
+    LINK_BRIDGE_CHANGED,
     LINK_PING,
     LINK_REGISTER,
     LINK_SESSION_CLOSED,
@@ -119,6 +120,8 @@ class NotifierLink(Protocol):
                 self.notifier.session_opened(self, frame.parsed())
             elif key == LINK_SESSION_CLOSED:
                 self.notifier.session_closed(self, frame.parsed())
+            elif key == LINK_BRIDGE_CHANGED:
+                self.notifier.bridge_changed(self, frame.parsed())
             else:
                 self.log.debug(
                     "Ignored notification {name} from {peer}",

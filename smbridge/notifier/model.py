@@ -26,6 +26,8 @@ from twisted.logger import Logger
 from smbridge.codec.catalog import (
     INTERACTION_CHANGED,
     LINK_PARAMETERS_CHANGED,
+    LINK_ROSTER_CHANGED,
+    LINK_SET_ACCEPT,
     QUEUE_CHANGED,
     MessageType,
 )
@@ -89,6 +91,7 @@ class Notifier:
         self.topics[PARAMETERS_TOPIC] = TopicState.for_topic(PARAMETERS_TOPIC)
         self.topics[PARAMETERS_TOPIC].apply({"parameters": dict(site.parameters)})
         self.registry = Bridges(site, clock)
+        self._pushed_roster: list[dict[str, Any]] | None = None  # the last RosterChanged sent
         role = site.cic.role if site.cic.role in ROLES else PRIMARY
         self.pair = Pair(clock, role)  # the service replaces it when started as a pair
         self.cic_name = site.cic.name
@@ -280,6 +283,7 @@ class Notifier:
         """
         self.pair.check_register()
         self.registry.register(bridge_info, link, peer)
+        self.push_roster(skip=link)  # the registering bridge gets it in the answer
         return {
             "cic": self.cic(),
             "site": self.site.name,
@@ -299,7 +303,47 @@ class Notifier:
         """Drop every subscription of ``link`` and mark its bridge disconnected."""
         for sub_id, topic in self._subs.pop(link, {}).items():
             self._drop_watcher(topic, (link, sub_id))
+        registered = self.registry.is_registered(link)
         self.registry.link_lost(link)
+        if registered:
+            self.push_roster()
+
+    def bridge_changed(self, link: Subscriber, body: dict[str, Any]) -> None:
+        """A bridge switched its accept mode at run time (BridgeChanged)."""
+        if "accept" in body:
+            self.registry.set_accept(link, body["accept"])
+            self.push_roster()
+
+    def retire_bridge(self, name: str) -> None:
+        """Retire a bridge that is down (control API); the roster change is pushed."""
+        self.registry.retire(name)
+        self.push_roster()
+
+    def set_bridge_accept(self, name: str, accept: Any) -> None:
+        """Tell a connected bridge to switch its accept mode (control API).
+
+        The bridge answers with BridgeChanged, which updates its roster entry.
+        """
+        if accept not in ("default", "all", "maintenance"):
+            raise BadRequest("accept must be one of default, all, maintenance")
+        link = self.registry.link_of(name)
+        link.send_event(0, encode(Kind.NOTIFICATION, *LINK_SET_ACCEPT, 0, {"accept": accept}))
+
+    def push_roster(self, skip: Subscriber | None = None) -> None:
+        """Send RosterChanged to every registered bridge (but ``skip``) if the roster changed."""
+        roster = self.roster()
+        if roster == self._pushed_roster:
+            return
+        self._pushed_roster = roster
+        raw = encode(
+            Kind.NOTIFICATION,
+            *LINK_ROSTER_CHANGED,
+            0,
+            {"roster": roster, "selectionRule": self.site.selection_rules},
+        )
+        for link in self.registry.links():
+            if link is not skip:
+                link.send_event(0, raw)
 
     def roster(self) -> list[dict[str, Any]]:
         return self.registry.roster()

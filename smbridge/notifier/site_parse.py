@@ -7,6 +7,7 @@ this module as the rules a site file must follow. Every problem raises
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from smbridge.notifier.passwords import is_password_hash
@@ -29,6 +30,7 @@ from smbridge.notifier.site import (
     User,
     Workgroup,
 )
+from smbridge.roster.selection import RuleError, parse_rules, unknown_locations
 
 _MISSING: Any = object()
 
@@ -268,6 +270,7 @@ def parse_site(data: Any) -> Site:
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise SiteError(f"licenses.{k}: expected an integer >= 0, got {count!r}")
         licenses[str(k)] = count
+    _check_selection_rules(data.get("selectionRules"), locations)
 
     return Site(
         name=name,
@@ -285,6 +288,17 @@ def parse_site(data: Any) -> Site:
         statuses=statuses,
         licenses=licenses,
     )
+
+
+def _check_selection_rules(data: Any, locations: Iterable[str]) -> None:
+    """Refuse selection rules that cannot be read or name unknown locations (docs/roster.md)."""
+    try:
+        rules = parse_rules(data)
+    except RuleError as e:
+        raise SiteError(str(e)) from None
+    bad = unknown_locations(rules, locations)
+    if bad:
+        raise SiteError(f"{bad[0]} is not one of the site's locations")
 
 
 def _merge_membership(

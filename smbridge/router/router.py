@@ -9,6 +9,7 @@ answered by itself; a ProtocolError becomes an ``error`` frame with its code.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -29,8 +30,12 @@ from smbridge.codec.catalog import (
     GET_VERSION,
     HEARTBEAT,
     LINK_AUTHENTICATE,
+    LINK_BRIDGE_CHANGED,
+    LINK_ROSTER_CHANGED,
     LINK_SESSION_CLOSED,
     LINK_SESSION_OPENED,
+    LINK_SET_ACCEPT,
+    ROSTER_CHANGED,
     SEARCH_DIRECTORY,
     SWITCHOVER,
     UNWATCH_QUEUE,
@@ -43,6 +48,8 @@ from smbridge.codec.catalog import (
 )
 from smbridge.errors import BadRequest, NoSession, ProtocolError
 from smbridge.resources import NoResources, ResourceProvider
+from smbridge.roster.accept import ACCEPT_MODES, Decision, decide
+from smbridge.roster.selection import Resolved, RuleError, order_roster, parse_rules, rule_for_user
 from smbridge.router.directory import Directories
 from smbridge.router.fanout import FanOut
 from smbridge.router.fields import optional_text, text
@@ -104,6 +111,11 @@ class Router:
         self.registry = registry
         self.upstream = upstream
         self.identity = identity
+        # Accept mode (PROTOCOL §4.3), switchable at run time (set_accept_mode).
+        self.accept_mode = identity.accept
+        # Whether the site counts as loaded (the load meter sets this; docs/switchover.md).
+        self.loaded: Callable[[], bool] = lambda: False
+        self.rng = random.Random()
         self.fanout = FanOut(upstream, scope_of=self._scope)
         self.watches = Watches(self.fanout, max_watches)
         self.directories = Directories(self.fanout, self.watches, self.parameters, self._scope)
@@ -129,7 +141,7 @@ class Router:
         # Called with the parameters in force whenever they may have changed (the sender).
         self.parameter_listeners: list[Callable[[dict[str, Any]], object]] = []
         registry.on_end(self._session_ended)
-        upstream.notification = self.fanout.event
+        upstream.notification = self._upstream_notification
         upstream.on_up(self._link_up)
         upstream.on_switchover(self._switchover)
         self._ha_switched: set[str] = set()  # sessions whose next Heartbeat says haSwitchover
@@ -305,6 +317,7 @@ class Router:
                     event="session.logon_failed",
                 )
             raise
+        self._accept_or_redirect(user, conn, auth)
         timeout = negotiate_timeout(
             self.registry.policy, body.get("sessionTimeout"), body.get("minSessionTimeout")
         )
@@ -352,6 +365,117 @@ class Router:
             },
             "resources": self.resources.for_session(session.origin),
         }
+
+    # --- accept or redirect (PROTOCOL §4.3, docs/roster.md) --------------------------
+    def set_accept_mode(self, mode: str) -> None:
+        """Switch the accept mode at run time (``default``, ``all`` or ``maintenance``)."""
+        if mode not in ACCEPT_MODES:
+            raise BadRequest(f"accept must be one of {', '.join(ACCEPT_MODES)}")
+        if mode != self.accept_mode:
+            self.log.info(
+                "Accept mode {old} -> {mode}",
+                old=self.accept_mode,
+                mode=mode,
+                event="roster.accept_mode",
+            )
+        self.accept_mode = mode
+        # A later re-registration (after a link drop or switchover) reports the new mode,
+        # and the Notifier hears of it now, so the roster's ``available`` follows.
+        self.upstream.registration["accept"] = mode
+        self.upstream.notify(LINK_BRIDGE_CHANGED, {"accept": mode})
+
+    def _upstream_notification(self, frame: Frame) -> None:
+        key = (frame.object_type, frame.event_id)
+        if key == LINK_ROSTER_CHANGED:
+            self.roster_changed(frame.parsed())
+        elif key == LINK_SET_ACCEPT:
+            self.set_accept_mode(str(frame.parsed().get("accept")))
+        else:
+            self.fanout.event(frame)
+
+    def roster_changed(self, body: dict[str, Any]) -> None:
+        """Keep the Notifier's new roster and tell every session (RosterChanged)."""
+        roster = body.get("roster")
+        if not isinstance(roster, list):
+            return
+        registered = self.upstream.registered
+        registered["roster"] = roster
+        if "selectionRule" in body:
+            registered["selectionRule"] = body["selectionRule"]
+        self.log.info(
+            "Roster changed: {available} of {total} bridges available",
+            available=sum(1 for e in roster if isinstance(e, dict) and e.get("available")),
+            total=len(roster),
+            event="roster.changed",
+        )
+        notice = encode(
+            Kind.NOTIFICATION,
+            *ROSTER_CHANGED,
+            0,
+            {"roster": roster, "selectionRule": registered.get("selectionRule")},
+        )
+        for session in self.registry:
+            session.send(notice)
+
+    def accept_state(self) -> tuple[bool, str]:
+        """Whether new sessions are taken now, for the status: (accepting, mode or reason).
+
+        The user-dependent check (excluded location) is left out.
+        """
+        decision = self._decide(Resolved((), frozenset(), True))
+        return decision.accept, decision.reason or self.accept_mode
+
+    def user_rule(self, location: str | None) -> Resolved:
+        """The resolved selection rule for a user in ``location`` (default rule if unreadable)."""
+        try:
+            rules = parse_rules(self.upstream.registered.get("selectionRule"))
+        except RuleError:
+            rules = parse_rules(None)
+        return rule_for_user(rules, location)
+
+    def accept_decision(self, location: str | None) -> tuple[Decision, Resolved]:
+        """Whether this bridge takes a new session of a user in ``location`` now."""
+        rule = self.user_rule(location)
+        decision = self._decide(rule)
+        return decision, rule
+
+    def _decide(self, rule: Resolved) -> Decision:
+        registered = self.upstream.registered
+        return decide(
+            mode=self.accept_mode,
+            kind=self.identity.kind,
+            location=self.identity.location,
+            own_name=self.identity.name,
+            cic_role=str((registered.get("cic") or {}).get("role", "primary")),
+            roster=registered.get("roster", []),
+            rule=rule,
+            loaded=self.loaded(),
+        )
+
+    def _accept_or_redirect(self, user: str, conn: ClientConnection, auth: Any) -> None:
+        location = auth.get("location") if isinstance(auth, dict) else None
+        decision, rule = self.accept_decision(location)
+        if decision.accept:
+            return
+        registered = self.upstream.registered
+        others = [e for e in registered.get("roster", []) if e.get("name") != self.identity.name]
+        groups = order_roster(others, rule, (), self.rng)
+        self.log.info(
+            "Redirecting {user} from {remote}: {reason}",
+            user=user,
+            remote=conn.remote,
+            reason=decision.reason,
+            event="session.redirect",
+        )
+        raise ProtocolError(
+            f"this bridge does not take the session ({decision.reason}); try the roster",
+            code="redirect",
+            reason=decision.reason,
+            roster=[e for g in groups for e in g],
+            groups=[[e["name"] for e in g] for g in groups],
+            selectionRule=registered.get("selectionRule"),
+            location=location,
+        )
 
     def _session_ended(self, session: Session, reason: EndReason) -> None:
         self.fanout.drop(session, session.topics | {user_topic(session.info.user_id)})

@@ -85,14 +85,10 @@ def classify(data: bytes, settings: LimiterSettings) -> Priority:
     return PRIORITIES[_class_of(data, settings)]
 
 
-class _Queued:
-    __slots__ = ("key", "data", "at", "chain")
-
-    def __init__(self, key: Hashable, data: bytes, at: float, chain: tuple[Hashable, int]) -> None:
-        self.key = key
-        self.data = data
-        self.at = at
-        self.chain = chain
+# A queued frame is a ``(data, at)`` tuple: no object per frame, and tuples of a
+# bytes and a float are left alone by the garbage collector. Its session is the
+# queue's key and its chain's objectType is in the frame's header.
+_Queued = tuple[bytes, float]
 
 
 @dataclass
@@ -110,6 +106,7 @@ class Scheduler:
     def __init__(self, settings: LimiterSettings, now: float) -> None:
         self.settings = settings
         self._queues: list[OrderedDict[Hashable, deque[_Queued]]] = [OrderedDict() for _ in CLASSES]
+        self._class_cache: dict[bytes, int] = {}  # header bytes 5..9 -> class
         self._chains: dict[tuple[Hashable, int], list[int]] = {}  # [class, frames waiting]
         self._ready: list[Release] = []
         self.limiting = False
@@ -123,6 +120,7 @@ class Scheduler:
     def _reset_clock(self, now: float) -> None:
         self._origin = now
         self._index = 0
+        self._boundary = now + self.settings.interval
         self.interval_start = now
         self.avail = self.settings.total_bytes
         self.used = 0
@@ -131,6 +129,7 @@ class Scheduler:
     def configure(self, settings: LimiterSettings, now: float) -> None:
         """Apply new settings; turning the limiter off releases everything at once."""
         old, self.settings = self.settings, settings
+        self._class_cache.clear()
         if not settings.enabled:
             for c in CLASSES:
                 self._serve(c, None)
@@ -152,7 +151,7 @@ class Scheduler:
     def session_stats(self, key: Hashable) -> tuple[dict[str, int], int]:
         """Bytes sent per class and bytes queued now for one session."""
         sent = self._sent_by.get(key, [0, 0, 0])
-        queued = sum(len(item.data) for q in self._queues for item in q.get(key, ()))
+        queued = sum(len(item[0]) for q in self._queues for item in q.get(key, ()))
         return {PRIORITIES[c].value: sent[c] for c in CLASSES}, queued
 
     def next_boundary(self) -> float:
@@ -176,6 +175,7 @@ class Scheduler:
             self.history.append(0)
         self._index += elapsed
         self.interval_start = self._origin + self._index * interval
+        self._boundary = self._origin + (self._index + 1) * interval
         self.avail = total - debt
         self.used = 0
         self.class_used = [0, 0, 0]
@@ -194,12 +194,13 @@ class Scheduler:
     # --- the two calls ------------------------------------------------------
     def enqueue(self, key: Hashable, data: bytes, now: float) -> Priority:
         """Take one frame for ``key``; return the class it was queued or released in."""
-        settings = self.settings
-        c = _class_of(data, settings)
-        if not settings.enabled:
+        c = self._class_cache.get(data[5:10])
+        if c is None:
+            c = self._class_cache[data[5:10]] = _class_of(data, self.settings)
+        if not self.settings.enabled:
             self._release_now(key, data, c)
             return PRIORITIES[c]
-        if now >= self._origin + (self._index + 1) * settings.interval:
+        if now >= self._boundary:
             self._roll(now)
         if not self.limiting:
             if self.used < self.avail:
@@ -217,7 +218,7 @@ class Scheduler:
         q = queue.get(key)
         if q is None:
             q = queue[key] = deque()
-        q.append(_Queued(key, data, now, chain_key))
+        q.append((data, now))
         self._stats[c].queued_bytes += len(data)
         return PRIORITIES[c]
 
@@ -237,6 +238,12 @@ class Scheduler:
                 wake = self.next_boundary()
         return out, wake
 
+    def has_room(self, now: float) -> bool:
+        """Whether a release now could send anything (the paced budget is not spent)."""
+        if now >= self._boundary:
+            return True
+        return self.used < self.avail * (self._slice(now) + 1) // SLICES
+
     def take_released(self) -> list[Release]:
         """What ``enqueue`` released at once (limiting off), without ``due``'s bookkeeping."""
         out, self._ready = self._ready, []
@@ -248,11 +255,11 @@ class Scheduler:
         for c in CLASSES:
             q = self._queues[c].pop(key, None)
             if q:
-                size = sum(len(item.data) for item in q)
+                size = sum(len(item[0]) for item in q)
                 self._stats[c].queued_bytes -= size
                 dropped += size
                 for item in q:
-                    self._chains.pop(item.chain, None)
+                    self._chains.pop((key, (item[0][6] << 8) | item[0][7]), None)
         kept = [r for r in self._ready if r[0] != key]
         dropped += sum(len(r[1]) for r in self._ready) - sum(len(r[1]) for r in kept)
         self._ready = kept
@@ -273,36 +280,67 @@ class Scheduler:
             sent = self._sent_by[key] = [0, 0, 0]
         sent[c] += size
 
-    def _release(self, item: _Queued, c: int) -> int:
-        size = len(item.data)
-        self._release_now(item.key, item.data, c)
+    def _release(self, key: Hashable, data: bytes, c: int) -> int:
+        size = len(data)
+        self._release_now(key, data, c)
         self._stats[c].queued_bytes -= size
-        chain = self._chains[item.chain]
+        chain_key = (key, (data[6] << 8) | data[7])
+        chain = self._chains[chain_key]
         chain[1] -= 1
         if not chain[1]:
-            del self._chains[item.chain]
+            del self._chains[chain_key]
         return size
 
     def _serve(self, c: int, budget: int | None) -> None:
         """Round-robin over sessions, one frame each, until ``budget`` bytes are sent."""
         queue = self._queues[c]
+        if not queue or (budget is not None and budget <= 0):
+            return
+        limit = float("inf") if budget is None else budget
+        ready = self._ready
+        chains = self._chains
+        sent_by = self._sent_by
         sent = 0
-        while queue and (budget is None or sent < budget):
-            key, q = next(iter(queue.items()))
-            item = q.popleft()
-            if q:
-                queue.move_to_end(key)
-            else:
-                del queue[key]
-            sent += self._release(item, c)
+        for _ in range(1 << 62):  # bounded: each pass releases at least one frame
+            served: list[Hashable] = []
+            for key, q in queue.items():  # one pass: one frame from each session
+                data = q.popleft()[0]
+                size = len(data)
+                ready.append((key, data))
+                chain_key = (key, (data[6] << 8) | data[7])
+                chain = chains[chain_key]
+                chain[1] -= 1
+                if not chain[1]:
+                    del chains[chain_key]
+                by = sent_by.get(key)
+                if by is None:
+                    by = sent_by[key] = [0, 0, 0]
+                by[c] += size
+                served.append(key)
+                sent += size
+                if sent >= limit:
+                    break
+            self._stats[c].sent_frames += len(served)
+            for key in served:  # served sessions go to the back, emptied ones leave
+                if queue[key]:
+                    queue.move_to_end(key)
+                else:
+                    del queue[key]
+            if sent >= limit or not queue:
+                break
+        stats = self._stats[c]
+        stats.sent_bytes += sent
+        stats.queued_bytes -= sent
+        self.used += sent
+        self.class_used[c] += sent
 
     def _overdue_medium(self, now: float) -> None:
         deadline = self.next_boundary() - MEDIUM_MAX_HOLD
         queue = self._queues[MEDIUM]
-        for key in [k for k, q in queue.items() if q[0].at < deadline]:
+        for key in [k for k, q in queue.items() if q[0][1] < deadline]:
             q = queue[key]
-            while q and q[0].at < deadline:
-                self._release(q.popleft(), MEDIUM)
+            while q and q[0][1] < deadline:
+                self._release(key, q.popleft()[0], MEDIUM)
             if not q:
                 del queue[key]
 

@@ -6,19 +6,36 @@ the sender costs nothing. It follows the server parameters (``configure``),
 releases what the scheduler says is due, and wakes itself at the scheduler's
 ``wake_at``. Backpressure stays with each connection (it is the producer its
 transport pauses); the sender only reads how much each one holds.
+
+It also runs the memory safeguard: it recounts the bytes held for sending while
+any are held, switches the safeguard on above ``Maximum Process Private Bytes``
+and off under it, and while it is on every connection passes its frames through
+``guard`` (large non-high frames suppressed; see docs/sender.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping
+import json
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any, Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from smbridge.codec.catalog import Priority
+from smbridge.codec import Kind, encode, encode_error
+from smbridge.codec.catalog import (
+    NOTIFICATION_SUPPRESSED,
+    QUEUE_CHANGED,
+    QUEUE_SUSPENDED,
+    QUEUE_UNSUSPENDED,
+    Priority,
+)
 from smbridge.sender.parameters import LimiterSettings, apply
-from smbridge.sender.scheduler import Scheduler
+from smbridge.sender.scheduler import PRIORITIES, Scheduler, _class_of
+
+MEMORY_CHECK_SECONDS = 0.25  # how often held bytes are recounted while anything is held
+SUPPRESSED_NOTICE_SECONDS = 1.0  # at most one NotificationSuppressed per session, type and second
+QUEUE_CHANGED_KEY = QUEUE_CHANGED[0].to_bytes(2, "big") + QUEUE_CHANGED[1].to_bytes(2, "big")
 
 
 class Receiver(Protocol):
@@ -31,6 +48,10 @@ class Receiver(Protocol):
     def limiting_changed(self, limited: bool) -> None: ...
 
     def held_bytes(self) -> int: ...
+
+    def guard_changed(self, active: bool) -> None: ...
+
+    def send(self, data: bytes) -> None: ...
 
 
 class Sender:
@@ -45,16 +66,31 @@ class Sender:
         self.receivers: set[Receiver] = set()
         self._soon = False
         self._wake: IDelayedCall | None = None
+        self._stopped = False
+        # The memory safeguard (docs/sender.md).
+        self.safeguard_active = False
+        self.queue_snapshot: Callable[[str], dict[str, Any] | None] = lambda name: None
+        self.suppressed = {p.value: {"frames": 0, "bytes": 0} for p in Priority}
+        self._unreported: dict[tuple[Receiver, int, int], list[float]] = {}  # [count, last notice]
+        self._suspended: dict[Receiver, set[str]] = {}
+        self._monitor: IDelayedCall | None = None
 
     # --- receivers ----------------------------------------------------------
     def attach(self, receiver: Receiver) -> None:
         self.receivers.add(receiver)
         if self.limited:
             receiver.limiting_changed(True)
+        if self.safeguard_active:
+            receiver.guard_changed(True)
 
     def detach(self, receiver: Receiver) -> None:
         self.receivers.discard(receiver)
         self.scheduler.forget(receiver)
+        self._suspended.pop(receiver, None)
+        for key in [k for k in self._unreported if k[0] is receiver]:
+            del self._unreported[key]
+        if not self.receivers and not self.safeguard_active:
+            self.stop()  # nothing left to hold
 
     # --- parameters ---------------------------------------------------------
     def configure(self, parameters: Mapping[str, Any]) -> list[str]:
@@ -85,13 +121,18 @@ class Sender:
     def enqueue(self, receiver: Receiver, data: bytes) -> None:
         """Take one frame for ``receiver`` (only called while the limiter is enabled)."""
         scheduler = self.scheduler
-        scheduler.enqueue(receiver, data, self.clock.seconds())
+        now = self.clock.seconds()
+        scheduler.enqueue(receiver, data, now)
         if not scheduler.limiting:
             for released, frame in scheduler.take_released():  # under the limit: no delay
                 released.deliver(frame)  # type: ignore[attr-defined]
         elif not self._soon:
-            self._soon = True  # one release per turn for everything enqueued in it
-            self.clock.callLater(0, self.release)
+            wake = self._wake
+            if wake is None or not wake.active() or scheduler.has_room(now):
+                # One release per turn for everything enqueued in it; when the paced
+                # budget is spent, the wake-up at the next step releases it instead.
+                self._soon = True
+                self.clock.callLater(0, self.release)
 
     def release(self) -> None:
         """Deliver what is due and set the wake-up for the rest."""
@@ -99,13 +140,15 @@ class Sender:
         out, wake = self.scheduler.due(self.clock.seconds())
         for receiver, data in out:
             receiver.deliver(data)  # type: ignore[attr-defined]
+        if self.scheduler.limiting and self._monitor is None:
+            self.watch_memory()
         call = self._wake
         if call is not None and call.active():
             if wake is not None and call.getTime() == wake:
                 return
             call.cancel()
         self._wake = None
-        if wake is not None:
+        if wake is not None and not self._stopped:
             self._wake = self.clock.callLater(max(0.0, wake - self.clock.seconds()), self.release)
 
     # --- accounting ---------------------------------------------------------
@@ -115,6 +158,128 @@ class Sender:
         for receiver in self.receivers if receivers is None else receivers:
             held += receiver.held_bytes()
         return held
+
+    # --- the memory safeguard -------------------------------------------------
+    def watch_memory(self) -> None:
+        """Recount held bytes in MEMORY_CHECK_SECONDS, and every as long as anything is held."""
+        if self._monitor is None and not self._stopped:
+            self._monitor = self.clock.callLater(MEMORY_CHECK_SECONDS, self._tick)
+
+    def _tick(self) -> None:
+        self._monitor = None
+        self.check_memory()
+
+    def check_memory(self) -> int:
+        """Count held bytes exactly; switch the safeguard on above the limit, off under it."""
+        held = self.held_bytes()
+        over = held > self.settings.max_private_bytes
+        if over and not self.safeguard_active:
+            self.safeguard_active = True
+            self.log.warn(
+                "Memory safeguard on: {held} bytes held for sending, limit {limit}",
+                held=held,
+                limit=self.settings.max_private_bytes,
+                event="sender.safeguard_on",
+            )
+            for receiver in list(self.receivers):
+                receiver.guard_changed(True)
+        elif not over and self.safeguard_active:
+            self._recover(held)
+        busy = held or self.scheduler.limiting or self.safeguard_active
+        if self._monitor is None and busy and not self._stopped:
+            self._monitor = self.clock.callLater(MEMORY_CHECK_SECONDS, self._tick)
+        return held
+
+    def stop(self) -> None:
+        """Cancel the memory check and any pending release; schedule nothing after this.
+
+        Connections still closing after the bridge stops may ask for a check; a
+        stopped sender ignores them, so nothing is left on the reactor.
+        """
+        self._stopped = True
+        for name in ("_monitor", "_wake"):
+            call = getattr(self, name)
+            setattr(self, name, None)
+            if call is not None and call.active():
+                call.cancel()
+
+    def _recover(self, held: int) -> None:
+        self.safeguard_active = False
+        self.log.info(
+            "Memory safeguard off: {held} bytes held for sending, limit {limit}",
+            held=held,
+            limit=self.settings.max_private_bytes,
+            event="sender.safeguard_off",
+        )
+        for receiver in list(self.receivers):
+            receiver.guard_changed(False)
+        unreported, self._unreported = self._unreported, {}
+        for (receiver, object_type, event_id), (count, _) in unreported.items():
+            if count and receiver in self.receivers:
+                receiver.send(self._suppressed_notice(object_type, event_id, int(count)))
+        suspended, self._suspended = self._suspended, {}
+        for receiver, queues in suspended.items():
+            if receiver not in self.receivers:
+                continue
+            for queue in sorted(queues):
+                receiver.send(encode(Kind.NOTIFICATION, *QUEUE_UNSUSPENDED, 0, {"queue": queue}))
+                snapshot = self.queue_snapshot(queue)
+                if snapshot is not None:
+                    items = snapshot.get("interactions", [])
+                    body = {"queue": queue, "reset": True, "interactions": items}
+                    receiver.send(encode(Kind.NOTIFICATION, *QUEUE_CHANGED, 0, body))
+
+    @staticmethod
+    def _suppressed_notice(object_type: int, event_id: int, count: int) -> bytes:
+        body = {"objectType": object_type, "eventId": event_id, "count": count}
+        return encode(Kind.NOTIFICATION, *NOTIFICATION_SUPPRESSED, 0, body)
+
+    def guard(self, receiver: Receiver, data: bytes) -> bytes | None:
+        """While the safeguard is on: the frame to send instead of ``data`` (``None``: drop).
+
+        Small frames and high-priority frames pass unchanged.
+        """
+        if len(data) <= self.settings.small_message_bytes:
+            return data
+        c = _class_of(data, self.settings)
+        if c == 0:
+            return data
+        counts = self.suppressed[PRIORITIES[c].value]
+        counts["frames"] += 1
+        counts["bytes"] += len(data)
+        kind = data[5]
+        object_type = (data[6] << 8) | data[7]
+        event_id = (data[8] << 8) | data[9]
+        if kind != Kind.NOTIFICATION:
+            request_id = int.from_bytes(data[10:14], "big")
+            return encode_error(
+                object_type,
+                event_id,
+                request_id,
+                "server-overloaded",
+                "the bridge is short of memory: large replies are refused for now",
+            )
+        if data[6:10] == QUEUE_CHANGED_KEY:
+            try:
+                queue = str(json.loads(data[14:]).get("queue", ""))
+            except Exception:
+                queue = ""
+            suspended = self._suspended.setdefault(receiver, set())
+            if queue in suspended:
+                return None
+            suspended.add(queue)
+            return encode(Kind.NOTIFICATION, *QUEUE_SUSPENDED, 0, {"queue": queue})
+        now = self.clock.seconds()
+        key = (receiver, object_type, event_id)
+        entry = self._unreported.get(key)
+        if entry is None:
+            entry = self._unreported[key] = [0, float("-inf")]
+        entry[0] += 1
+        if now - entry[1] < SUPPRESSED_NOTICE_SECONDS:
+            return None
+        count = int(entry[0])
+        entry[0], entry[1] = 0, now
+        return self._suppressed_notice(object_type, event_id, count)
 
     def status(self) -> dict[str, Any]:
         scheduler = self.scheduler
@@ -136,7 +301,9 @@ class Sender:
             "mediumPercent": settings.medium_percent,
             "maxPrivateBytes": settings.max_private_bytes,
             "smallMessageBytes": settings.small_message_bytes,
-            "safeguardActive": False,  # the memory safeguard is not built yet (docs/sender.md)
+            "safeguardActive": self.safeguard_active,
+            "suppressed": {p: dict(counts) for p, counts in self.suppressed.items()},
+            "suspendedQueues": sum(len(q) for q in self._suspended.values()),
             "lastIntervals": list(scheduler.history)[-10:],
             "byPriority": {p.value: per_class(p) for p in Priority},
             "heldBytes": self.held_bytes(),

@@ -72,6 +72,7 @@ class ClientConnection(BatchedProtocol):
     sender: Sender
     _paused = False
     _limited = False
+    _guarded = False  # the memory safeguard is on (docs/sender.md)
     _held = 0  # bytes in _out while paused
     _stall_call: IDelayedCall | None = None
     _abort_call: IDelayedCall | None = None
@@ -100,7 +101,7 @@ class ClientConnection(BatchedProtocol):
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
 
     def _update_mode(self) -> None:
-        if self._paused or self._limited:
+        if self._paused or self._limited or self._guarded:
             self.send = self._send_slow  # type: ignore[method-assign]
         else:
             self.__dict__.pop("send", None)  # back to BatchedProtocol.send
@@ -109,9 +110,18 @@ class ClientConnection(BatchedProtocol):
         self._limited = limited
         self._update_mode()
 
+    def guard_changed(self, active: bool) -> None:
+        self._guarded = active
+        self._update_mode()
+
     def _send_slow(self, data: bytes) -> None:
         if not self.connected:
             return
+        if self._guarded:
+            guarded = self.sender.guard(self, data)
+            if guarded is None:
+                return
+            data = guarded
         if self._limited:
             self.sender.enqueue(self, data)
         else:
@@ -124,6 +134,7 @@ class ClientConnection(BatchedProtocol):
         if self._paused:
             self._out.append(data)
             self._held += len(data)
+            self.sender.watch_memory()  # held bytes are recounted while any are held
             if self._held > self.factory.max_held_bytes:
                 self._stalled(f"holds {self._held} bytes unread")
             return
@@ -137,7 +148,8 @@ class ClientConnection(BatchedProtocol):
 
     def held_bytes(self) -> int:
         """Bytes held for this client: queued for writing plus the transport's backlog."""
-        return sum(len(b) for b in self._out) + transport_backlog(self.transport)
+        out = self._out
+        return (sum(map(len, out)) if out else 0) + transport_backlog(self.transport)
 
     def pauseProducing(self) -> None:
         if self._paused or not self.connected or self._abort_call is not None:

@@ -1,0 +1,1 @@
+"""The roster of bridges: selection rules and the accept-or-redirect decision (pure)."""
