@@ -627,3 +627,14 @@ class SwitchoverWatcher:
             self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
             yield task.deferLater(reactor, 0.05, lambda: None)
         self.done.callback(None)
+
+
+class Recorder:
+    """Collects (name, payload) of every notification a client library client receives."""
+
+    def __init__(self, client: Any) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        client.add_listener(lambda name, frame: self.events.append((name, frame.parsed())))
+
+    def of(self, name: str) -> list[dict[str, Any]]:
+        return [body for n, body in self.events if n == name]

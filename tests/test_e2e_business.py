@@ -11,19 +11,8 @@ from twisted.trial.unittest import TestCase
 
 from smbridge.client import ClientError, connect
 from smbridge.codec import catalog as c
-from smbridge.testing import http_json, poll, start_site
+from smbridge.testing import Recorder, http_json, poll, start_site
 from smbridge.topics import TopicState
-
-
-class Recorder:
-    """Collects (name, payload) of every notification a client receives."""
-
-    def __init__(self, client: Any) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-        client.add_listener(lambda name, frame: self.events.append((name, frame.parsed())))
-
-    def of(self, name: str) -> list[dict[str, Any]]:
-        return [body for n, body in self.events if n == name]
 
 
 class Business(TestCase):

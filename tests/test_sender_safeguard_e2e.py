@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
@@ -16,7 +15,7 @@ from smbridge.client import ClientError, connect
 from smbridge.codec import Kind, encode, encode_raw
 from smbridge.codec.catalog import HEARTBEAT, STATUS_CHANGED
 from smbridge.sender import parameters as p
-from smbridge.testing import http_json, poll, start_site
+from smbridge.testing import Recorder, http_json, poll, start_site
 
 FRAME = encode_raw(Kind.NOTIFICATION, *STATUS_CHANGED, 0, b'{"p":"' + b"x" * 7978 + b'"}')
 LIMIT = 300_000
@@ -33,17 +32,6 @@ class StalledReader(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         pass
-
-
-class Recorder:
-    """Collects (name, payload) of every notification a client receives."""
-
-    def __init__(self, client: Any) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-        client.add_listener(lambda name, frame: self.events.append((name, frame.parsed())))
-
-    def of(self, name: str) -> list[dict[str, Any]]:
-        return [body for n, body in self.events if n == name]
 
 
 class Safeguard(TestCase):
