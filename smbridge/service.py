@@ -85,6 +85,7 @@ class BridgeService(MultiService):
         )
         self.trimmer = MemoryTrimmer(reactor, config.trim_interval)
         self.trimmer.setServiceParent(self)  # type: ignore[no-untyped-call]
+        self.upstream.before_register = self._bound_ports
         self.upstream.setName("upstream")  # type: ignore[no-untyped-call]
         self.upstream.setServiceParent(self)  # type: ignore[no-untyped-call]
         self.router = Router(self.registry, self.upstream, config.identity, config.max_watches)
@@ -159,6 +160,16 @@ class BridgeService(MultiService):
         if self.tunnel is not None:
             waits.append(self.tunnel.when_listening())
         return defer.gatherResults(waits, consumeErrors=True).addCallback(lambda _: None)
+
+    def _bound_ports(self, registration: dict[str, Any]) -> None:
+        """Put the ports really bound into the Register payload (a configured 0 is not one)."""
+        ports = dict(registration.get("ports") or {})
+        if self.listener is not None and self.listener.port is not None:
+            ports["tls"] = self.port
+        if self.tunnel is not None:
+            ports["ws"] = self.tunnel.ws_port
+            ports["wss"] = self.tunnel.wss_port
+        registration["ports"] = ports
 
     @property
     def admin_port(self) -> int | None:

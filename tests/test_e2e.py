@@ -158,3 +158,21 @@ class NotifierIdentity(TestCase):
             yield client.logon("agent1", "demo")
         self.assertEqual(caught.exception.code, "upstream-unavailable")
         yield client.close()
+
+
+class Registration(TestCase):
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_roster_carries_the_ports_really_bound(self):
+        """A bridge listening on port 0 registers the ports it got, so the roster is reachable."""
+        site = yield start_site(
+            reactor, Path(tempfile.mkdtemp(prefix="smbridge-e2e-")), ws_port=0, wss_port=0
+        )
+        self.addCleanup(site.stop)
+        entry = next(e for e in site.notifier.notifier.roster() if e["name"] == "sm1")
+        tunnel = site.bridge.tunnel
+        self.assertEqual(
+            entry["ports"], {"tls": site.client_port, "ws": tunnel.ws_port, "wss": tunnel.wss_port}
+        )
+        self.assertNotIn(0, entry["ports"].values())

@@ -78,6 +78,9 @@ class UpstreamConnector(Service):
     ) -> None:
         self.clock = clock
         self.registration = registration
+        # Called with the Register payload just before it is sent (the service fills in
+        # the ports it actually bound, which port 0 does not say).
+        self.before_register: Callable[[dict[str, Any]], None] | None = None
         self.server = server  # what we dial, for logs
         self.state = LinkState.DISCONNECTED
         self.link: UpstreamLink | None = None
@@ -179,6 +182,8 @@ class UpstreamConnector(Service):
     # --- link callbacks -------------------------------------------------------------
     def link_made(self, link: UpstreamLink) -> None:
         self._move(LinkState.REGISTERING)
+        if self.before_register is not None:
+            self.before_register(self.registration)
         pending = DeferredPending()
         link.request(*LINK_REGISTER, dump_json(self.registration), pending)
         pending.deferred.addCallbacks(
