@@ -35,14 +35,24 @@ def free_port() -> int:
 
 
 class Server:
-    """A ``twistd -n`` subprocess, with its log kept for a post-mortem."""
+    """A server subprocess (``twistd -n`` by default), its log kept for a post-mortem."""
 
-    def __init__(self, name: str, args: list[str], work: Path) -> None:
+    def __init__(
+        self, name: str, args: list[str], work: Path, command: list[str] | None = None
+    ) -> None:
         self.name = name
         self.log_path = work / f"{name}.log"
         self.log = self.log_path.open("wb")
-        cmd = [str(BIN / "twistd"), "-n", "--pidfile=", "-l", "-", *args]
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=work)
+        cmd = command or [str(BIN / "twistd"), "-n", "--pidfile=", "-l", "-"]
+        self.proc = subprocess.Popen(
+            [*cmd, *args], stdout=self.log, stderr=subprocess.STDOUT, cwd=work
+        )
+
+    @classmethod
+    def script(cls, name: str, script: str, args: list[str], work: Path) -> Server:
+        """One of the bench's own Python scripts (the reference servers)."""
+        path = Path(__file__).resolve().parent / script
+        return cls(name, args, work, command=[str(BIN / "python"), str(path)])
 
     def stop(self) -> None:
         stop_process(self.proc)

@@ -15,7 +15,6 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +28,6 @@ from twisted.internet import defer, task  # noqa: E402
 
 from bench import fanout, roundtrip  # noqa: E402
 from bench.common import (  # noqa: E402
-    BIN,
     Server,
     bridge_args,
     free_port,
@@ -120,29 +118,17 @@ def main(reactor: Any, args: argparse.Namespace) -> Any:
         bridge.stop()
         notifier.stop()
     ref_port = free_port()
-    ref = subprocess.Popen(
-        [
-            str(BIN / "python"),
-            str(Path(__file__).parent / "minimal_fanout.py"),
-            "--port",
-            str(ref_port),
-            "--clients",
-            str(p["fan_clients"]),
-            "--frames",
-            str(frames_file),
-        ],
-        stdout=subprocess.DEVNULL,
+    ref = Server.script(
+        "minimal-fanout",
+        "minimal_fanout.py",
+        ["--port", str(ref_port), "--clients", str(p["fan_clients"]), "--frames", str(frames_file)],
+        work,
     )
     try:
         wait_for_port(ref_port)
-        ref_server = Server.__new__(Server)
-        ref_server.proc = ref
-        base = yield fanout.reference(
-            reactor, ref_port, p["fan_clients"], p["fan_seconds"], [ref_server]
-        )
+        base = yield fanout.reference(reactor, ref_port, p["fan_clients"], p["fan_seconds"], [ref])
     finally:
-        ref.terminate()
-        ref.wait(10)
+        ref.stop()
     results["fanout"] = {
         "through_bridge": fan,
         "minimal_server": base,

@@ -40,7 +40,6 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS  # noqa
 from twisted.internet.protocol import Factory  # noqa: E402
 
 from bench.common import (
-    BIN,
     Counter,
     Server,
     bridge_args,
@@ -363,21 +362,15 @@ def reference_run(
     traffic: dict[str, Any],
 ) -> Any:
     """The minimal fan-out server on a fresh Notifier with the same site, seed and traffic."""
-    import subprocess
-
     files = pki.SitePKI.in_dir(work / "pki")
     notifier, n_port, control = start_notifier(
         f"notifier-minimal-{sessions}", site_file, files, work
     )
     r_port = free_port()
-    ref = Server.__new__(Server)
-    ref.name = "minimal"
-    ref.log_path = work / f"minimal-{sessions}.log"
-    ref.log = ref.log_path.open("wb")
-    ref.proc = subprocess.Popen(
+    ref = Server.script(
+        f"minimal-{sessions}",
+        "minimal_router.py",
         [
-            str(BIN / "python"),
-            str(Path(__file__).parent / "minimal_router.py"),
             "--port",
             str(r_port),
             "--notifier-port",
@@ -387,8 +380,7 @@ def reference_run(
             "--plan",
             str(plan_file),
         ],
-        stdout=ref.log,
-        stderr=subprocess.STDOUT,
+        work,
     )
     try:
         wait_for_port(r_port)
