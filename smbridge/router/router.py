@@ -46,6 +46,7 @@ from smbridge.codec.catalog import (
     WATCH_STATUS,
     MessageType,
 )
+from smbridge.counters import Counters
 from smbridge.errors import BadRequest, NoSession, ProtocolError
 from smbridge.resources import NoResources, ResourceProvider
 from smbridge.roster.accept import ACCEPT_MODES, Decision, decide
@@ -116,6 +117,8 @@ class Router:
         # Whether the site counts as loaded (the load meter sets this; docs/switchover.md).
         self.loaded: Callable[[], bool] = lambda: False
         self.rng = random.Random()
+        # Event counts for the metrics endpoint (logons, failures, redirects, resumes...).
+        self.counters = Counters()
         self.fanout = FanOut(upstream, scope_of=self._scope)
         self.watches = Watches(self.fanout, max_watches)
         self.directories = Directories(self.fanout, self.watches, self.parameters, self._scope)
@@ -309,6 +312,7 @@ class Router:
             )
         except ProtocolError as e:
             if e.code == "logon-failed":
+                self.counters.inc("logon_failures")
                 self.log.info(
                     "Logon failed for {user} from {remote}: {reason}",
                     user=user,
@@ -339,6 +343,7 @@ class Router:
         session = self.registry.create(info, conn, timeout, notify, conn.kind, conn.remote)
         session.origin = conn.origin
         conn.session = session
+        self.counters.inc("logons", transport=conn.kind)
         self._announce(session)
         try:
             mine = yield self.fanout.watch(user_topic(info.user_id), session)
@@ -460,6 +465,7 @@ class Router:
         registered = self.upstream.registered
         others = [e for e in registered.get("roster", []) if e.get("name") != self.identity.name]
         groups = order_roster(others, rule, (), self.rng)
+        self.counters.inc("redirects", reason=str(decision.reason))
         self.log.info(
             "Redirecting {user} from {remote}: {reason}",
             user=user,
