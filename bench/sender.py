@@ -10,6 +10,14 @@ intervals. Reported: bytes written per interval against the total, the p99
 delay of high-priority frames, and CPU per frame (process time of the whole
 send path) with the limiter on versus off at the same load.
 
+Whole bridge (real processes: ``twistd notifier`` and ``twistd smbridge``, 40
+clients over loopback watching one queue, the Notifier's traffic generator at a
+fixed rate): the bridge process's CPU seconds per frame delivered with the
+limiter off, then on with its total set to the bytes per second the clients
+received with it off (the load at 1x the limit), then at 2x the total (enabled
+but not limiting). The in-process figure above isolates the send path, whose
+cost the limiter multiplies; this one is what the limiter costs a bridge.
+
 Stalled readers (real loopback sockets, real reactor): 1,000 clients connect to
 a bridge client listener; the bridge fans a 2,000-byte frame out to all of them
 every 10 ms; 1, 10 or 100 of them stop reading. Reported: the peak bytes the
@@ -25,19 +33,34 @@ import resource
 import socket
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import treq  # noqa: E402
 from twisted.internet import defer, task  # noqa: E402
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint  # noqa: E402
 from twisted.internet.protocol import Factory, Protocol  # noqa: E402
 from twisted.internet.task import Clock  # noqa: E402
 
-from bench.common import write_results  # noqa: E402
+from bench import fanout  # noqa: E402
+from bench.common import (  # noqa: E402
+    Server,
+    bridge_args,
+    free_port,
+    notifier_args,
+    request,
+    wait_for_port,
+    wait_registered,
+    write_results,
+)
+from bench.heapclock import HeapClock  # noqa: E402
+from smbridge import pki  # noqa: E402
 from smbridge.codec import Kind, encode_raw  # noqa: E402
+from smbridge.codec import catalog as cat  # noqa: E402
 from smbridge.codec.catalog import GET_DIRECTORY, QUEUE_CHANGED, STATUS_CHANGED  # noqa: E402
 from smbridge.sender import parameters as p  # noqa: E402
 from smbridge.transports.batch import WriteBatcher  # noqa: E402
@@ -82,7 +105,7 @@ def _frame(kind: int, message: tuple[int, int], size: int, sent_at: float) -> by
 
 
 def limiter_run(load: float, enabled: bool, intervals: int) -> dict[str, Any]:
-    clock = Clock()
+    clock = HeapClock()  # schedules like the reactor; Clock's sort would dominate the CPU
     batcher = WriteBatcher(clock)
     factory = ClientConnectionFactory(_Router(), batcher)  # type: ignore[arg-type]
     if enabled:
@@ -236,6 +259,94 @@ def stalled_run(reactor: Any, sessions: int, stalled: int, seconds: float) -> An
 
 
 @defer.inlineCallbacks
+def _bridge_phase(
+    reactor: Any, control: str, counters: list[Any], seconds: float, procs: list[Any], **params: str
+) -> Any:
+    """Set the limiter's parameters at the Notifier, settle, and measure one window."""
+    response = yield treq.post(f"{control}/api/parameters", json=params)
+    yield response.content()
+    result = yield fanout._window(reactor, counters, seconds, procs)
+    frames = result["rate"] * result["seconds"]
+    result["frames"] = round(frames)
+    result["bytesPerSecond"] = round(result["rate"] * (result["frame_bytes"] or 0))
+    result["bridgeCpuMicrosecondsPerFrame"] = round(result["cpu"][0] / max(frames, 1) * 1e6, 2)
+    return result
+
+
+@defer.inlineCallbacks
+def bridge_cpu(reactor: Any, quick: bool) -> Any:
+    """The bridge process's CPU per delivered frame, limiter off, on at 1x, on at 0.5x."""
+    work = Path(tempfile.mkdtemp(prefix="smbridge-bench-sender-"))
+    files = pki.ensure_site_pki(work / "pki")
+    n_port, c_port, b_port = free_port(), free_port(), free_port()
+    control = f"http://127.0.0.1:{c_port}"
+    notifier = Server("notifier", notifier_args(n_port, c_port, files), work)
+    bridge = Server("bridge", bridge_args(n_port, b_port, work, "--allow-cleartext"), work)
+    clients, cps, seconds = (10, 50.0, 1.0) if quick else (100, 800.0, 5.0)
+    try:
+        wait_for_port(c_port)
+        wait_for_port(b_port)
+        yield wait_registered(reactor, control)
+        yield treq.post(f"{control}/api/traffic", json={"callsPerSecond": 0})
+
+        def make(i: int) -> Any:
+            script = [
+                request(cat.CREATE_SESSION, {"user": f"agent{i % 50 + 1}", "password": "demo"}),
+                request(cat.WATCH_QUEUE, {"queue": "Sales"}, rid=2),
+            ]
+            return fanout.Counter(script, count_frames=i < fanout.SAMPLE)
+
+        counters = yield fanout._connect_all(reactor, b_port, make, clients)
+        for counter in counters:
+            counter.start()
+        yield treq.post(f"{control}/api/traffic", json={"callsPerSecond": cps})
+        procs = [bridge]
+        rounds: list[dict[str, Any]] = []
+        total = 0
+        for _ in range(1 if quick else 3):  # alternating, so drift hits every phase
+            off = yield _bridge_phase(
+                reactor, control, counters, seconds, procs, **{p.ENABLED: "No"}
+            )
+            total = total or max(50_001, off["bytesPerSecond"])  # the parameter's floor
+            at_limit = yield _bridge_phase(
+                reactor,
+                control,
+                counters,
+                seconds,
+                procs,
+                **{p.ENABLED: "Yes", p.TOTAL: str(total), p.INTERVAL: "1000"},
+            )
+            under = yield _bridge_phase(
+                reactor, control, counters, seconds, procs, **{p.TOTAL: str(2 * total)}
+            )
+            rounds.append({"off": off, "atLimit": at_limit, "underLimit": under})
+        yield treq.post(f"{control}/api/traffic", json={"callsPerSecond": 0})
+        for counter in counters:
+            counter.transport.loseConnection()
+    finally:
+        bridge.stop()
+        notifier.stop()
+
+    def median(phase: str) -> float:
+        return float(statistics.median(r[phase]["bridgeCpuMicrosecondsPerFrame"] for r in rounds))
+
+    base = median("off")
+    return {
+        "clients": clients,
+        "callsPerSecond": cps,
+        "totalBytesPerInterval": total,
+        "rounds": rounds,
+        "cpuMicrosecondsPerFrame": {
+            "off": base,
+            "onAtLimit": median("atLimit"),
+            "onUnderLimit": median("underLimit"),
+        },
+        "onAtLimitOverOff": round(median("atLimit") / base, 2),
+        "onUnderLimitOverOff": round(median("underLimit") / base, 2),
+    }
+
+
+@defer.inlineCallbacks
 def main(reactor: Any, quick: bool) -> Any:
     # Stalled readers first: the limiter runs leave the heap large, which would hide
     # the memory figures.
@@ -271,9 +382,15 @@ def main(reactor: Any, quick: bool) -> Any:
             f"high p99 {on['highDelaySeconds']['p99']} s, "
             f"CPU/frame on/off {on['cpuOnOverOff']}"
         )
+    whole = yield bridge_cpu(reactor, quick)
+    off_us = whole["cpuMicrosecondsPerFrame"]["off"]
+    print(
+        f"whole bridge, CPU per delivered frame: off {off_us} us, "
+        f"on at the limit {whole['onAtLimitOverOff']}x, on under it {whole['onUnderLimitOverOff']}x"
+    )
     path = write_results(
         "sender-quick" if quick else "sender",
-        {"limiter": limiter, "stalledReaders": stalls, "quick": quick},
+        {"limiter": limiter, "stalledReaders": stalls, "wholeBridge": whole, "quick": quick},
     )
     print(f"results: {path}")
 

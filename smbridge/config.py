@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
 from smbridge.codec.frames import DEFAULT_MAX_FRAME
@@ -86,6 +87,7 @@ class BridgeConfig:
     max_frame: int = DEFAULT_MAX_FRAME
     max_watches: int = 200  # watches one session may hold (queues, users, workgroups)
     max_unread_seconds: float = 60.0  # a client that reads nothing this long is dropped
+    max_held_bytes: int = 4 << 20  # ... or once this many bytes wait for it (docs/sender.md)
     admin_port: int | None = None  # None: no admin API (twistd smbridge defaults to 8080)
     admin_interface: str = "127.0.0.1"
     admin_token: str | None = field(default=None, repr=False)  # required off loopback
@@ -93,9 +95,26 @@ class BridgeConfig:
     ws_port: int | None = None  # WebSocket tunnel, clear text; None: off (twistd: 8951)
     wss_port: int | None = None  # WebSocket tunnel over TLS; None: off (twistd: 8952)
     tunnel: TunnelSettings = field(default_factory=TunnelSettings)
+    # Session lifecycle (docs/lifecycle.md).
+    linger: float = 120.0  # seconds a dropped session waits for ResumeSession (0: none)
+    replay_bytes: int = 256 * 1024  # per-session replay buffer of notifications, bytes
+    session_hook: str | None = None  # dotted name of the session hook (pkg.mod.Name)
+    hook_timeout: float = 5.0  # seconds the hook's create/destroy may take
+    shutdown_grace: float = 5.0  # seconds a shutdown waits for clients to take their notice
     # Ports of the CIC server's Table 8 services in direct (non-tunnel) resource URIs,
     # by kind ("http", "httpsecure", ...); unnamed kinds keep Table 8's ports.
     resource_ports: dict[str, int] = field(default_factory=dict)
+    # The bridge configuration file (--config) and the command line it was given with,
+    # re-read by POST /api/reload and SIGHUP (docs/operations.md); None: no file.
+    config_file: Path | None = None
+    argv: tuple[str, ...] = ()
+    # The connection guard (docs/roster.md): more than guard_limit connections within
+    # guard_window seconds from untrusted addresses are refused; 0 turns it off.
+    guard_limit: int = 20
+    guard_window: float = 3.0
+    # The bridge's own subnets (trusted); None: loopback plus the connected networks
+    # of the listening interface, read from the host at start.
+    own_subnets: tuple[IPv4Network | IPv6Network, ...] | None = None
 
     @property
     def notifier(self) -> NotifierAddress:

@@ -29,15 +29,18 @@ from zope.interface import implementer
 
 from smbridge import pki
 from smbridge.admin.api import admin_site
+from smbridge.admin.reload import SighupReloader
 from smbridge.codec.catalog import LINK_PING
 from smbridge.config import BridgeConfig, NotifierAddress
 from smbridge.listening import ListenerService
 from smbridge.memory import MemoryTrimmer
+from smbridge.roster.drain import Drainer
 from smbridge.router.router import Router
+from smbridge.session.hook import HookRunner, load_hook
 from smbridge.session.registry import SessionRegistry
-from smbridge.session.session import EndReason
 from smbridge.transports.batch import WriteBatcher
 from smbridge.transports.connection import ClientConnectionFactory
+from smbridge.transports.guard import ConnectionGuard, host_subnets, own_subnets_for
 from smbridge.transports.listener import SniffingFactory
 from smbridge.tunnel.tunnel import BridgeNames, TunnelService, registered_cic
 from smbridge.tunnel.uris import TableEight
@@ -62,7 +65,9 @@ class BridgeService(MultiService):
         self.config = config
         self.reactor = reactor
         self.batcher = WriteBatcher(reactor)
-        self.registry = SessionRegistry(reactor, config.identity.name, config.policy)
+        self.registry = SessionRegistry(
+            reactor, config.identity.name, config.policy, config.linger, config.replay_bytes
+        )
         endpoints = NotifierEndpoints(
             [(str(a), _LazyTLSEndpoint(reactor, config, a)) for a in config.notifiers],
             config.switchover_mode,
@@ -90,16 +95,33 @@ class BridgeService(MultiService):
         self.upstream.setServiceParent(self)  # type: ignore[no-untyped-call]
         self.router = Router(self.registry, self.upstream, config.identity, config.max_watches)
         self.router.loaded = lambda: self.load.loaded  # the overloaded redirect (docs/roster.md)
+        if config.session_hook:  # docs/lifecycle.md
+            hook = load_hook(config.session_hook)
+            self.router.hook = HookRunner(hook, reactor, config.hook_timeout)
+        # Migrate to every session, spread out, after switching to maintenance (docs/roster.md).
+        self.drainer = Drainer(reactor, self.router)
         self.connections = ClientConnectionFactory(
             self.router,
             self.batcher,
             config.max_frame,
             max_unread_seconds=config.max_unread_seconds,
+            max_held_bytes=config.max_held_bytes,
         )
         self.router.parameter_listeners.append(self.connections.sender.configure)
         self.connections.sender.queue_snapshot = self._queue_snapshot
         self.listener: ListenerService | None = None
         self.admin: ListenerService | None = None
+        self.sighup: SighupReloader | None = None
+        # The connection guard (docs/roster.md); trusted sites follow the server parameter.
+        # Built even when off (limit 0), so that a configuration reload can switch it on.
+        self.guard = ConnectionGuard(
+            reactor,
+            config.own_subnets or (),
+            config.guard_limit,
+            config.guard_window,
+            self.router.counters,
+        )
+        self.router.parameter_listeners.append(self.guard.configure)
         self.names = BridgeNames(
             lambda: registered_cic(self.upstream.registered),
             self.router.parameters,
@@ -137,7 +159,9 @@ class BridgeService(MultiService):
 
     def startService(self) -> None:
         options = pki.server_options(self.config.tls.cert)
-        sniff = SniffingFactory(self.connections, options, self.config.allow_cleartext)
+        if self.config.own_subnets is None:
+            self.guard.own_subnets = own_subnets_for(self.config.interface, host_subnets())
+        sniff = SniffingFactory(self.connections, options, self.config.allow_cleartext, self.guard)
         endpoint = server_endpoint(self.reactor, self.config.port, self.config.interface)
         self.listener = ListenerService("client-listener", endpoint, sniff, track=False)
         self.listener.setServiceParent(self)  # type: ignore[no-untyped-call]
@@ -149,6 +173,9 @@ class BridgeService(MultiService):
             self.admin = ListenerService("admin-api", endpoint, site)
             self.admin.setServiceParent(self)  # type: ignore[no-untyped-call]
         super().startService()  # type: ignore[no-untyped-call]
+        if self.config.config_file is not None:  # SIGHUP re-reads it (docs/operations.md)
+            self.sighup = SighupReloader(self, self.reactor)
+            self.sighup.install()
         self.load.start()
 
     def when_ready(self) -> defer.Deferred[None]:
@@ -189,17 +216,33 @@ class BridgeService(MultiService):
         return state.snapshot() if state is not None else None
 
     def stopService(self) -> defer.Deferred[None]:
-        """Tell every client (SessionTerminated "shutdown"), then stop listening and the link."""
-        if self.registry:
+        """Move or tell every client, flush, then stop listening and the link.
+
+        Each session gets Migrate {reason: shutdown} when another bridge of the
+        roster is available to its user, else SessionTerminated {shutdown}
+        (Router.shutdown). The notices bypass the bandwidth limiter; connections
+        that have not taken them within ``--shutdown-grace`` seconds are aborted.
+        """
+        if self.sighup is not None:
+            self.sighup.uninstall()
+        self.load.stop()
+        self.drainer.cancel()
+        self.guard.stop()
+        self.connections.sender.stop()
+        for conn in list(self.connections.connections):
+            conn.limiting_changed(False)  # the last notice goes out now, not when its turn comes
+            conn.guard_changed(False)
+        count = len(self.registry)
+        migrated, terminated = self.router.shutdown()
+        if count:
             self.log.info(
-                "Shutting down: ending {count} session(s)",
-                count=len(self.registry),
+                "Shutting down: {migrated} session(s) sent elsewhere (Migrate), "
+                "{terminated} ended (SessionTerminated)",
+                migrated=migrated,
+                terminated=terminated,
                 event="bridge.shutdown",
             )
-        self.load.stop()
-        self.connections.sender.stop()
-        self.registry.end_all(EndReason.SHUTDOWN)
-        closed = self.connections.close_all(self.reactor)
+        closed = self.connections.close_all(self.reactor, self.config.shutdown_grace)
         stopped = defer.maybeDeferred(super().stopService)
         return defer.gatherResults([closed, stopped]).addCallback(lambda _: None)
 

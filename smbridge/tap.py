@@ -125,6 +125,13 @@ class Options(usage.Options):
         ["max-frame", None, DEFAULT_MAX_FRAME, "largest frame accepted, bytes", int],
         ["max-watches", None, 200, "watches one session may hold", int],
         ["max-unread-seconds", None, 60.0, "drop a client that reads nothing this long", float],
+        [
+            "max-held-bytes",
+            None,
+            4 << 20,
+            "drop a client that stopped reading once this many bytes wait for it",
+            int,
+        ],
         ["admin-port", None, "8080", "admin API port (or 'off')"],
         [
             "admin-interface",
@@ -148,6 +155,21 @@ class Options(usage.Options):
             "tunnel: refuse handshakes without an ININ-Client-Type header (yes/no)",
         ],
         ["ws-ping-interval", None, 20.0, "tunnel: seconds between pings (0: none)", float],
+        ["linger", None, 120.0, "seconds a dropped session waits for ResumeSession", float],
+        ["replay-bytes", None, 256 * 1024, "per-session replay buffer, bytes", int],
+        ["session-hook", None, None, "session hook by dotted name (pkg.module.Name)"],
+        ["hook-timeout", None, 5.0, "seconds the session hook may take to answer", float],
+        ["shutdown-grace", None, 5.0, "seconds a shutdown waits for clients to close", float],
+        [
+            "guard-limit",
+            None,
+            20,
+            "connection guard: untrusted connections let in per window (0: guard off)",
+            int,
+        ],
+        ["guard-window", None, 3.0, "connection guard: the window, seconds", float],
+        ["config", None, None, "the bridge configuration file (YAML; docs/operations.md)"],
+        ["log-format", None, "text", "log format: text or json (one JSON object per line)"],
         ["notifier-port", None, 5597, "--demo: the embedded Notifier's link port", _port],
         ["control-port", None, 8090, "--demo: the embedded Notifier's control API port", _port],
         [
@@ -168,7 +190,32 @@ class Options(usage.Options):
         super().__init__()  # type: ignore[no-untyped-call]
         self.notifiers: list[NotifierAddress] = []
         self.resource_ports: dict[str, int] = {}
+        self.own_subnets: list[Any] = []
         self.config: BridgeConfig | None = None
+        self.argv: tuple[str, ...] = ()  # the command line as given (reload re-parses it)
+
+    def opt_own_subnet(self, value: str) -> None:
+        """ADDR/PREFIX trusted by the connection guard (repeatable; default: the host's)."""
+        from smbridge.transports.guard import parse_subnet
+
+        try:
+            self.own_subnets.append(parse_subnet(value))
+        except ValueError as e:
+            raise usage.UsageError(f"--own-subnet: {e}") from None
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """Parse ``--config FILE``'s options first, then the command line (which wins)."""
+        import sys
+
+        from smbridge.bridge_config import BridgeConfigError, OptionNames, expand
+
+        argv = list(sys.argv[1:] if options is None else options)
+        self.argv = tuple(argv)
+        try:
+            expanded = expand(argv, OptionNames.of(self))
+        except BridgeConfigError as e:
+            raise usage.UsageError(f"--config: {e.message}") from None
+        super().parseOptions(expanded)  # type: ignore[no-untyped-call]
 
     def opt_notifier(self, value: str) -> None:
         """A Notifier HOST[:PORT] (repeatable; default localhost:5597)."""
@@ -211,6 +258,10 @@ class Options(usage.Options):
             raise usage.UsageError("--max-watches must be at least 1")
         if not 1 <= self["max-unread-seconds"] <= 3600:
             raise usage.UsageError("--max-unread-seconds must be 1..3600")
+        if not 65536 <= self["max-held-bytes"] <= 1 << 30:
+            raise usage.UsageError("--max-held-bytes must be 65536..1073741824")
+        if self["log-format"] not in ("text", "json"):
+            raise usage.UsageError("--log-format must be text or json")
         if self["max-frame"] < 1024:
             raise usage.UsageError("--max-frame must be at least 1024 bytes")
         for flag in (
@@ -224,6 +275,11 @@ class Options(usage.Options):
         self["require-client-type"] = _yes_no("--require-client-type", self["require-client-type"])
         if not 0 <= self["ws-ping-interval"] <= 3600:
             raise usage.UsageError("--ws-ping-interval must be 0..3600 seconds")
+        if self["guard-limit"] < 0:
+            raise usage.UsageError("--guard-limit must be 0 (off) or more")
+        if not 0.1 <= self["guard-window"] <= 3600:
+            raise usage.UsageError("--guard-window must be 0.1..3600 seconds")
+        self._check_lifecycle()
         try:
             policy = TimeoutPolicy(self["session-timeout"], self["session-timeout-floor"])
         except ValueError as e:
@@ -262,6 +318,7 @@ class Options(usage.Options):
             max_frame=self["max-frame"],
             max_watches=self["max-watches"],
             max_unread_seconds=self["max-unread-seconds"],
+            max_held_bytes=self["max-held-bytes"],
             trim_interval=self["trim-interval"],
             admin_port=self["admin-port"],
             admin_interface=self["admin-interface"],
@@ -273,7 +330,35 @@ class Options(usage.Options):
                 ping_interval=self["ws-ping-interval"],
             ),
             resource_ports=dict(self.resource_ports),
+            config_file=Path(self["config"]).resolve() if self["config"] else None,
+            argv=getattr(self, "argv", ()),
+            guard_limit=self["guard-limit"],
+            guard_window=self["guard-window"],
+            own_subnets=tuple(self.own_subnets) or None,
+            linger=self["linger"],
+            replay_bytes=self["replay-bytes"],
+            session_hook=self["session-hook"],
+            hook_timeout=self["hook-timeout"],
+            shutdown_grace=self["shutdown-grace"],
         )
+
+    def _check_lifecycle(self) -> None:
+        """Linger, replay, hook and shutdown settings (docs/lifecycle.md)."""
+        if not 0 <= self["linger"] <= 86400:
+            raise usage.UsageError("--linger must be 0..86400 seconds")
+        if not 0 <= self["replay-bytes"] <= 64 << 20:
+            raise usage.UsageError("--replay-bytes must be 0..67108864")
+        if not 0.1 <= self["hook-timeout"] <= 600:
+            raise usage.UsageError("--hook-timeout must be 0.1..600 seconds")
+        if not 0 <= self["shutdown-grace"] <= 600:
+            raise usage.UsageError("--shutdown-grace must be 0..600 seconds")
+        if self["session-hook"]:
+            from smbridge.session.hook import load_hook
+
+            try:
+                load_hook(self["session-hook"])
+            except ValueError as e:
+                raise usage.UsageError(f"--session-hook: {e}") from None
 
     def _admin_token(self) -> str | None:
         """The admin token: from --admin-token-file or SMBRIDGE_ADMIN_TOKEN, never argv."""
@@ -323,8 +408,9 @@ def makeService(options: Options) -> IService:
     config = options.config
     assert config is not None
     r: Any = reactor
+    service: IService
     if options["demo"]:
-        return DemoService(
+        service = DemoService(
             DemoConfig(
                 config,
                 Path(options["work-path"]),
@@ -335,4 +421,10 @@ def makeService(options: Options) -> IService:
             ),
             r,
         )
-    return BridgeService(config, r)
+    else:
+        service = BridgeService(config, r)
+    if options["log-format"] == "json":
+        from smbridge.logs import JSONLogging
+
+        return JSONLogging(service)
+    return service

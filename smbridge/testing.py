@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Generator
 from typing import Any
 
 from smbridge.codec import BadFrame, Decoder, Frame
@@ -102,6 +104,36 @@ class RunningSite:
     def https_port(self) -> int:
         """The Notifier's HTTPS resource port (start_site(..., resources=True))."""
         return int(self.notifier.https_port.getHost().port)
+
+    def publish_queue(
+        self, reactor: Any, queue: str, added: list[dict[str, Any]]
+    ) -> defer.Deferred[tuple[int, Any]]:
+        """Publish a QueueChanged adding ``added`` to ``queue`` (the Notifier's control API)."""
+        change = {"queue": queue, "added": added, "changed": [], "removed": []}
+        return http_json(
+            reactor,
+            "POST",
+            f"{self.control_url}/api/publish",
+            {"objectType": 173, "eventId": 3, "topic": f"queue:{queue}", "payload": change},
+        )
+
+    def keeper(self, reactor: Any, client_id: str, user: str = "agent1", **options: Any) -> Any:
+        """A SessionKeeper for ``user`` (password ``demo``) aimed at this site's bridge.
+
+        The host's own addresses are left out of its reconnect order (``resolve``).
+        """
+        from smbridge.client.keeper import SessionKeeper
+
+        options.setdefault("resolve", lambda host, port: defer.succeed([]))
+        return SessionKeeper(
+            reactor,
+            f"tls://localhost:{self.client_port}",
+            user,
+            "demo",
+            ca=self.pki.ca,
+            client_id=client_id,
+            **options,
+        )
 
     def stop(self) -> defer.Deferred[Any]:
         return defer.gatherResults(
@@ -407,6 +439,54 @@ def stop_process(proc: Any, grace: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+class TwistdProcess:
+    """A ``twistd -n`` subprocess for a test: output to a file, waits with a deadline.
+
+    ``kill()`` (register it with ``addCleanup``) ends it if the test did not.
+    """
+
+    def __init__(self, work: Path, args: list[str], log_name: str = "twistd.log") -> None:
+        import os
+        import subprocess
+        import sys
+
+        self.work = work
+        self.log_path = work / log_name
+        self._log = self.log_path.open("wb")
+        twistd = str(Path(sys.executable).parent / "twistd")
+        self.proc = subprocess.Popen(
+            [twistd, "-n", "--pidfile=", *args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=work,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+    @defer.inlineCallbacks
+    def wait_for(
+        self, predicate: Callable[[], Any], what: str, deadline: float = 45.0
+    ) -> Generator[defer.Deferred[Any], Any, None]:
+        """Poll ``predicate`` until true; fail early if twistd exits, or at the deadline."""
+        from twisted.internet import reactor, task
+
+        end = time.monotonic() + deadline
+        while not predicate():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"twistd exited {self.proc.returncode}:\n{self.output()}")
+            if time.monotonic() > end:
+                raise AssertionError(f"no {what} within {deadline}s:\n{self.output()}")
+            yield task.deferLater(reactor, 0.05, lambda: None)
 
 
 # --- fake Notifier endpoints for the connector's state machine ------------------------

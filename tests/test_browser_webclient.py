@@ -87,13 +87,7 @@ class WebClientInChromium(TestCase):
         base = f"{self.proxied.proxy.base}/extra/path"
         self.assertEqual((session.origin.base_uri, session.origin.alias), (base, "edge1"))
         self.assertEqual(session.info.client_app, "smbridge-webclient")
-        change = {"queue": "Sales", "added": [{"id": "web-call-1"}], "changed": [], "removed": []}
-        yield http_json(
-            reactor,
-            "POST",
-            f"{self.site.control_url}/api/publish",
-            {"objectType": 173, "eventId": 3, "topic": "queue:Sales", "payload": change},
-        )
+        yield self.site.publish_queue(reactor, "Sales", [{"id": "web-call-1"}])
         text = yield self.wait_dom(
             browser,
             "document.querySelector('#events li[data-event=QueueChanged]')?.textContent",

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
 from smbridge.client import connect
-from smbridge.testing import http_json
+from smbridge.testing import TwistdProcess, http_json
 
 pytestmark = pytest.mark.integration
-TWISTD = str(Path(sys.executable).parent / "twistd")
 
 
 class DemoSmoke(TestCase):
@@ -27,58 +22,16 @@ class DemoSmoke(TestCase):
 
     def setUp(self):
         self.work = Path(tempfile.mkdtemp(prefix="smbridge-demo-"))
-        self.log = (self.work / "twistd.log").open("wb")
-        self.proc = subprocess.Popen(
-            [
-                TWISTD,
-                "-n",
-                "--pidfile=",
-                "smbridge",
-                "--demo",
-                "--port",
-                "0",
-                "--notifier-port",
-                "0",
-                "--control-port",
-                "0",
-                "--admin-port",
-                "0",
-                "--ws-port",
-                "0",
-                "--wss-port",
-                "0",
-                "--notifier-http-port",
-                "0",
-                "--notifier-https-port",
-                "0",
-                "--work-path",
-                str(self.work),
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            cwd=self.work,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        self.addCleanup(self._kill)
-
-    def _kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-
-    def _output(self) -> str:
-        return (self.work / "twistd.log").read_text(errors="replace")
-
-    @defer.inlineCallbacks
-    def _wait_for(self, predicate, what: str, deadline: float = 45.0):
-        end = time.monotonic() + deadline
-        while not predicate():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"twistd exited {self.proc.returncode}:\n{self._output()}")
-            if time.monotonic() > end:
-                raise AssertionError(f"no {what} within {deadline}s:\n{self._output()}")
-            yield task.deferLater(reactor, 0.1, lambda: None)
+        args = ["smbridge", "--demo"]
+        for flag in ("port", "notifier-port", "control-port", "admin-port", "ws-port"):
+            args += [f"--{flag}", "0"]
+        for flag in ("wss-port", "notifier-http-port", "notifier-https-port"):
+            args += [f"--{flag}", "0"]
+        self.twistd = TwistdProcess(self.work, [*args, "--work-path", str(self.work)])
+        self.proc = self.twistd.proc
+        self.addCleanup(self.twistd.kill)
+        self._wait_for = self.twistd.wait_for
+        self._output = self.twistd.output
 
     @defer.inlineCallbacks
     def test_demo_runs_and_accepts_a_logon(self):

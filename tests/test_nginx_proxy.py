@@ -80,13 +80,7 @@ class ThroughNginx(TestCase):
         client.add_listener(lambda name, frame: events.append((name, frame.parsed())))
         snapshot = yield client.watch_queue("Sales")
         self.assertEqual(snapshot["queue"], "Sales")
-        change = {"queue": "Sales", "added": [{"id": "call-9"}], "changed": [], "removed": []}
-        yield http_json(
-            reactor,
-            "POST",
-            f"{self.site.control_url}/api/publish",
-            {"objectType": 173, "eventId": 3, "topic": "queue:Sales", "payload": change},
-        )
+        yield self.site.publish_queue(reactor, "Sales", [{"id": "call-9"}])
         yield poll(reactor, lambda: events, "QueueChanged")
         self.assertEqual(events[0][0], "QueueChanged")
         self.assertEqual(events[0][1]["added"][0]["id"], "call-9")

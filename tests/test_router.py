@@ -168,13 +168,15 @@ def test_one_subscription_for_many_watchers_and_one_encoding():
 
 
 def test_session_end_releases_its_subscriptions():
-    """A session that ends leaves its topics; the last watcher releases upstream."""
+    """A session that ends (dropped, linger over) leaves its topics; the last watcher releases."""
     h = RouterHarness()
     conn, t, _ = h.logon()
     _watch(h, conn, 10)
     (sub,) = h.upstream()
     h.notifier.answer(sub, {"snapshot": {"queue": "Sales", "interactions": []}})
     conn.connectionLost(None)
+    assert h.upstream() == [] and len(h.registry) == 1  # lingering: still subscribed
+    h.clock.advance(h.registry.linger)
     frames = h.upstream()
     kinds = [(f.object_type, f.event_id) for f in frames]
     assert c.LINK_UNSUBSCRIBE in kinds and c.LINK_SESSION_CLOSED in kinds

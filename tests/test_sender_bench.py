@@ -30,3 +30,7 @@ def test_quick_sender_bench_writes_results():
         assert run["highDelaySeconds"]["p99"] < 1.0
     assert [r["stalled"] for r in results["stalledReaders"]] == [1, 10, 50]
     assert all(r["framesDelivered"] > 0 for r in results["stalledReaders"])
+    whole = results["wholeBridge"]  # real bridge and Notifier processes, limiter off and on
+    (only,) = whole["rounds"]
+    assert all(only[phase]["frames"] > 0 for phase in ("off", "atLimit", "underLimit"))
+    assert whole["cpuMicrosecondsPerFrame"]["off"] > 0

@@ -120,7 +120,7 @@ def test_the_limiter_follows_the_routers_parameters_live():
     h.clock.advance(0)
     assert factory.sender.limited
     assert factory.sender.settings.total_bytes == 60000
-    assert conn.__dict__["send"] == conn._send_slow
+    assert conn.__dict__["send"] == conn._send_limited
     for i in range(100):
         conn.send(notification(QUEUE_CHANGED, 1000, i))
     h.clock.advance(0)
@@ -177,3 +177,31 @@ def test_max_unread_seconds_option_reaches_the_connections(tmp_path):
         Options().parseOptions(
             ["--demo", "--work-path", str(tmp_path), "--max-unread-seconds", "0"]
         )
+
+
+def test_max_held_bytes_option_reaches_the_connections(tmp_path):
+    """--max-held-bytes bounds the bytes held for a paused client; out of range is refused."""
+    options = Options()
+    options.parseOptions(["--demo", "--work-path", str(tmp_path), "--max-held-bytes", "100000"])
+    assert options.config is not None and options.config.max_held_bytes == 100000
+    bridge = BridgeService(options.config, Clock())
+    assert bridge.connections.max_held_bytes == 100000
+    with pytest.raises(usage.UsageError, match="--max-held-bytes must be 65536..1073741824"):
+        Options().parseOptions(["--demo", "--work-path", str(tmp_path), "--max-held-bytes", "10"])
+
+
+def test_bytes_written_are_counted_by_priority_and_per_connection_with_the_limiter_off():
+    """The direct path counts what it writes: per priority for the bridge, in total per client."""
+    h = RouterHarness()
+    factory = ClientConnectionFactory(h.router, h.batcher)
+    conn, transport = connect(h, factory)
+    conn.send(notification(STATUS_CHANGED, 300))  # high by default
+    conn.send(notification(QUEUE_CHANGED, 1000))  # low
+    conn.send(notification(QUEUE_CHANGED, 1000))
+    h.clock.advance(0)
+    assert len(transport.value()) == 2300
+    by = factory.sender.status()["byPriority"]
+    assert (by["high"]["sentFrames"], by["high"]["sentBytes"]) == (1, 300)
+    assert (by["low"]["sentFrames"], by["low"]["sentBytes"]) == (2, 2000)
+    assert by["medium"]["sentBytes"] == 0
+    assert factory.sender.session_status(conn)["sentBytes"] == 2300

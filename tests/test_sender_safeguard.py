@@ -130,6 +130,9 @@ def test_suppressed_notifications_are_coalesced_per_type_per_second_and_flushed_
     assert got == [(Kind.NOTIFICATION, *NOTIFICATION_SUPPRESSED, 0,
                     {"objectType": 174, "eventId": 3, "count": 1})]  # fmt: skip
     assert factory.sender.status()["suppressed"]["low"]["frames"] == 7
+    mine = factory.sender.session_status(conn)  # per session too, and only this session's
+    assert (mine["suppressedFrames"], mine["suppressedBytes"]) == (7, 21000)
+    assert factory.sender.session_status(stalled)["suppressedFrames"] == 0
 
 
 def test_queue_updates_suspend_the_queue_once_and_recovery_sends_a_fresh_snapshot():
@@ -170,8 +173,10 @@ def test_held_bytes_count_the_limiters_queues_too():
     conn.makeConnection(StringTransport())  # type: ignore[no-untyped-call]
     for _ in range(5):
         conn.send(frame(Kind.NOTIFICATION, STATUS_CHANGED, 30000))
-    assert sender.scheduler.queued_bytes == 90000  # the first two went out at once
+    # The first two went out at once; the other three wait for the turn's end (the
+    # sender's inbox), then in the limiter's queues: held either way.
     assert sender.check_memory() == 90000 + 60000 and sender.safeguard_active
     h.clock.advance(0)  # the two released frames are written; the transport took them
+    assert sender.scheduler.queued_bytes == 90000
     assert sender.check_memory() == 90000 and not sender.safeguard_active
     sender.stop()

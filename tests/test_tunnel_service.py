@@ -111,22 +111,7 @@ class Tunnel(TestCase):
         client.add_listener(lambda name, frame: events.append((name, frame.parsed())))
         snapshot = yield client.watch_queue("Sales")
         self.assertEqual(snapshot["queue"], "Sales")
-        yield http_json(
-            reactor,
-            "POST",
-            f"{self.site.control_url}/api/publish",
-            {
-                "objectType": 173,
-                "eventId": 3,
-                "topic": "queue:Sales",
-                "payload": {
-                    "queue": "Sales",
-                    "added": [{"id": "call-1"}],
-                    "changed": [],
-                    "removed": [],
-                },
-            },
-        )
+        yield self.site.publish_queue(reactor, "Sales", [{"id": "call-1"}])
         yield poll(lambda: any(name == "QueueChanged" for name, _ in events))
         uri = yield client.get_resource_uri("httpsecure", "status icons/Away.png")
         self.assertEqual(

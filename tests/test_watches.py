@@ -249,6 +249,7 @@ def test_reference_counting_under_every_ending():
     h.send(conn, c.WATCH_QUEUE, 52, {"queue": "Support"})
     pending = _subscribe_of(h, "queue:Support")
     conn.connectionLost(None)
+    h.clock.advance(h.registry.linger)  # dropped: it lingers, then ends
     h.serve(pending, {"queue": "Support", "interactions": []})
     assert "queue:Support" not in h.router.fanout.topics
     assert set(h.router.fanout.topics) == {"parameters"}

@@ -1,24 +1,54 @@
-"""The admin HTTP API: a thin twisted.web adapter over admin.status.
+"""The admin HTTP API and dashboard: a thin twisted.web adapter over the admin modules.
 
-Bound to 127.0.0.1 unless a bearer token is configured; with a token, every
+Bound to 127.0.0.1 unless a bearer token is configured; with a token, every API
 request must carry ``Authorization: Bearer <token>``, compared in constant time.
-Errors are JSON: ``{"error": "..."}``.
+The dashboard's static files (``/``, ``/dashboard.js``, ``/dashboard.css``) hold
+no data and are served without it; the page asks for the token when the API
+answers 401. Errors are JSON: ``{"error": "..."}``; a wrong method gets 405 with
+``Allow``.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Callable
+from importlib import resources
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
+from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from smbridge.admin.bandwidth import BandwidthHistory
+from smbridge.admin.metrics import CONTENT_TYPE, bridge_registry, exposition
+from smbridge.admin.reload import ReloadRefused, reload
+from smbridge.admin.sessions import session_row, session_rows, terminate
 from smbridge.admin.status import healthy, status
 from smbridge.errors import ProtocolError
 
 if TYPE_CHECKING:
     from smbridge.service import BridgeService
+
+log = Logger(namespace="smbridge.admin")
+
+STATIC = {
+    b"/": ("dashboard.html", b"text/html; charset=utf-8"),
+    b"/dashboard.js": ("dashboard.js", b"text/javascript; charset=utf-8"),
+    b"/dashboard.css": ("dashboard.css", b"text/css; charset=utf-8"),
+}
+MODE_FIELDS: dict[str, Any] = {"accept": str, "drain": bool, "spread": (int, float)}
+MAX_SPREAD = 3600.0
+DEFAULT_SPREAD = 30.0  # seconds over which a drain's Migrates are spread
+
+
+class BadInput(Exception):
+    def __init__(self, code: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.extra = extra
 
 
 def _json(request: Request, code: int, body: Any) -> bytes:
@@ -28,65 +58,249 @@ def _json(request: Request, code: int, body: Any) -> bytes:
     return json.dumps(body, indent=1).encode() + b"\n"
 
 
+def _body(request: Request) -> dict[str, Any]:
+    raw = request.content.read() if request.content is not None else b""
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as e:
+        raise BadInput(400, f"the body is not JSON: {e}") from None
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise BadInput(400, "the body must be a JSON object")
+    return body
+
+
 class AdminRoot(Resource):
     isLeaf = True
 
-    def __init__(self, bridge: BridgeService, token: str | None) -> None:
+    def __init__(self, bridge: BridgeService, token: str | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.bridge = bridge
-        self.token = token.encode() if token else None
+        self.bandwidth = BandwidthHistory(
+            bridge.reactor, lambda: bridge.connections.sender.status().get("byPriority", {})
+        )
+        self.registry = bridge_registry(bridge)
+        Route = tuple[tuple[bytes, ...], Callable[[Request], bytes]]
+        self.routes: dict[bytes, Route] = {
+            b"/api/status": ((b"GET",), self._status),
+            b"/api/sessions": ((b"GET",), self._sessions),
+            b"/api/mode": ((b"POST",), self._mode),
+            b"/api/reload": ((b"POST",), self._reload),
+            b"/api/bandwidth": ((b"GET",), self._bandwidth),
+            b"/metrics": ((b"GET",), self._metrics),
+            b"/healthz": ((b"GET",), self._health),
+        }
+
+    @property
+    def token(self) -> bytes | None:
+        """The token in force now (a reload may change it; docs/operations.md)."""
+        token = self.bridge.config.admin_token
+        return token.encode() if token else None
 
     def _authorized(self, request: Request) -> bool:
-        if self.token is None:
+        token = self.token
+        if token is None:
             return True
         header = request.getHeader(b"authorization") or b""
         given = header[7:] if header.startswith(b"Bearer ") else b""
-        return hmac.compare_digest(given, self.token)
+        return hmac.compare_digest(given, token)
 
     def render(self, request: Request) -> bytes:
+        path = request.path.rstrip(b"/") or b"/"
+        if path in STATIC:
+            return self._static(request, path)
         if not self._authorized(request):
             request.setHeader(b"www-authenticate", b'Bearer realm="smbridge"')
             return _json(request, 401, {"error": "a valid bearer token is required"})
-        path = request.path.rstrip(b"/") or b"/"
-        if path == b"/api/mode":
-            return self._mode(request)
-        routes = {b"/api/status": self._status, b"/healthz": self._health}
-        handler = routes.get(path)
-        if handler is None:
-            return _json(
-                request, 404, {"error": f"no such resource: {path.decode(errors='replace')}"}
-            )
-        if request.method not in (b"GET", b"HEAD"):
-            request.setHeader(b"allow", b"GET")
-            return _json(request, 405, {"error": f"{request.method.decode()} is not allowed here"})
-        return handler(request)
+        try:
+            if path.startswith(b"/api/sessions/"):
+                return self._one_session(request, path[len(b"/api/sessions/") :])
+            route = self.routes.get(path)
+            if route is None:
+                return _json(
+                    request, 404, {"error": f"no such resource: {path.decode(errors='replace')}"}
+                )
+            methods, handler = route
+            self._allow(request, methods)
+            return handler(request)
+        except BadInput as e:
+            return _json(request, e.code, {"error": e.message, **e.extra})
 
+    @staticmethod
+    def _allow(request: Request, methods: tuple[bytes, ...]) -> None:
+        allowed = methods + ((b"HEAD",) if b"GET" in methods else ())
+        if request.method not in allowed:
+            request.setHeader(b"allow", b", ".join(allowed))
+            raise BadInput(
+                405,
+                f"{request.method.decode(errors='replace')} is not allowed here; "
+                f"use {' or '.join(m.decode() for m in methods)}",
+            )
+
+    def _static(self, request: Request, path: bytes) -> bytes:
+        if request.method not in (b"GET", b"HEAD"):
+            request.setHeader(b"allow", b"GET, HEAD")
+            return _json(request, 405, {"error": "the dashboard's files are read with GET"})
+        name, content_type = STATIC[path]
+        data = resources.files("smbridge.admin").joinpath(name).read_bytes()
+        request.setHeader(b"content-type", content_type)
+        request.setHeader(b"cache-control", b"no-cache")
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        request.setHeader(
+            b"content-security-policy",
+            b"default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+        )
+        return data
+
+    # --- handlers -------------------------------------------------------------------
     def _status(self, request: Request) -> bytes:
-        return _json(request, 200, status(self.bridge))
+        body = status(self.bridge)
+        drainer = getattr(self.bridge, "drainer", None)
+        body["drain"] = (
+            None
+            if drainer is None
+            else {"active": bool(drainer.active), "pending": int(drainer.pending)}
+        )
+        body["configFile"] = (
+            str(self.bridge.config.config_file) if self.bridge.config.config_file else None
+        )
+        return _json(request, 200, body)
+
+    def _sessions(self, request: Request) -> bytes:
+        rows = session_rows(self.bridge)
+        return _json(request, 200, {"count": len(rows), "sessions": rows})
+
+    def _one_session(self, request: Request, raw_id: bytes) -> bytes:
+        session_id = unquote(raw_id.decode(errors="replace"))
+        self._allow(request, (b"GET", b"DELETE"))
+        if request.method == b"DELETE":
+            row = terminate(self.bridge, session_id)
+            if row is None:
+                raise BadInput(404, f"no session {session_id!r} on this bridge")
+            log.info(
+                "Session {session_id} of {user} ended by the administrator",
+                session_id=session_id,
+                user=row["userId"],
+                event="admin.session_terminated",
+            )
+            return _json(request, 200, {"terminated": True, "reason": "logout", "session": row})
+        session = self.bridge.registry.get(session_id)
+        if session is None:
+            raise BadInput(404, f"no session {session_id!r} on this bridge")
+        return _json(request, 200, session_row(self.bridge, session))
 
     def _mode(self, request: Request) -> bytes:
-        """``POST /api/mode {"accept": "default|all|maintenance"}``: switch the accept mode."""
-        if request.method != b"POST":
-            request.setHeader(b"allow", b"POST")
-            return _json(request, 405, {"error": f"{request.method.decode()} is not allowed here"})
-        try:
-            body = json.loads(request.content.read() if request.content else b"")
-        except ValueError:
-            return _json(request, 400, {"error": "the body must be JSON"})
-        mode = body.get("accept") if isinstance(body, dict) else None
-        try:
-            self.bridge.router.set_accept_mode(mode if isinstance(mode, str) else "")
-        except ProtocolError as e:
-            return _json(request, 400, {"error": e.message})
+        """``POST /api/mode {"accept": ..., "drain": bool, "spread": seconds}``."""
+        body = _body(request)
+        unknown = sorted(set(body) - set(MODE_FIELDS))
+        if unknown:
+            raise BadInput(
+                400,
+                f"unknown field(s) {', '.join(unknown)}; expected {', '.join(MODE_FIELDS)}",
+            )
+        if not body:
+            raise BadInput(400, 'give "accept" (default, all or maintenance) and/or "drain"')
+        for name, kind in MODE_FIELDS.items():
+            value = body.get(name)
+            if name in body and (
+                not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))
+            ):
+                expected = {
+                    "accept": "a string",
+                    "drain": "true or false",
+                    "spread": "a number of seconds",
+                }
+                raise BadInput(400, f"{name} must be {expected[name]}, not {json.dumps(value)}")
+        spread = float(body.get("spread", DEFAULT_SPREAD))
+        if not 0 <= spread <= MAX_SPREAD:
+            raise BadInput(400, f"spread must be 0..{MAX_SPREAD:g} seconds")
+        if "spread" in body and body.get("drain") is not True:
+            raise BadInput(400, 'spread goes with "drain": true')
+        if body.get("drain") is True and body.get("accept", "maintenance") != "maintenance":
+            raise BadInput(400, 'a drain switches to maintenance: leave "accept" out')
+        drainer = getattr(self.bridge, "drainer", None)
+        if body.get("drain") is True and drainer is None:
+            return _json(request, 503, {"error": "drain is not available on this bridge"})
+        if "accept" in body:
+            try:
+                self.bridge.router.set_accept_mode(body["accept"])
+            except ProtocolError as e:
+                raise BadInput(400, e.message) from None
+        answer: dict[str, Any] = {}
+        if body.get("drain") is True:
+            assert drainer is not None
+            answer["drained"] = int(drainer.start(spread, reason="drain"))
+            log.info(
+                "Drain started: {count} session(s) over {spread} s",
+                count=answer["drained"],
+                spread=spread,
+                event="admin.drain",
+            )
+        elif body.get("drain") is False and drainer is not None:
+            answer["cancelled"] = int(drainer.cancel())
         accepting, reason = self.bridge.router.accept_state()
-        return _json(request, 200, {"accept": mode, "accepting": accepting, "acceptReason": reason})
+        answer.update(
+            accept=self.bridge.router.accept_mode, accepting=accepting, acceptReason=reason
+        )
+        if drainer is not None:
+            answer["drain"] = {"active": bool(drainer.active), "pending": int(drainer.pending)}
+        return _json(request, 200, answer)
+
+    def _reload(self, request: Request) -> bytes:
+        body = _body(request)
+        if body:
+            raise BadInput(400, "reload takes no fields: it re-reads the configuration file")
+        try:
+            result = reload(self.bridge, how="api")
+        except ReloadRefused as e:
+            code = 409 if self.bridge.config.config_file is None else 400
+            raise BadInput(code, e.message, key=e.key) from None
+        return _json(request, 200, result)
+
+    def _bandwidth(self, request: Request) -> bytes:
+        sender = self.bridge.connections.sender.status()
+        return _json(
+            request,
+            200,
+            {
+                **self.bandwidth.snapshot(),
+                "limiterEnabled": sender.get("limiterEnabled"),
+                "totalBytesPerInterval": sender.get("totalBytesPerInterval"),
+                "intervalMs": sender.get("intervalMs"),
+            },
+        )
+
+    def _metrics(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", CONTENT_TYPE.encode())
+        request.setHeader(b"cache-control", b"no-store")
+        return exposition(self.registry)
 
     def _health(self, request: Request) -> bytes:
         ok, why = healthy(self.bridge)
         return _json(request, 200 if ok else 503, {"healthy": ok, "reason": why})
 
 
-def admin_site(bridge: BridgeService, token: str | None) -> Site:
-    site = Site(AdminRoot(bridge, token))
-    site.displayTracebacks = False
-    return site
+class AdminSite(Site):
+    """The admin site; samples outgoing bandwidth while it listens."""
+
+    def __init__(self, root: AdminRoot) -> None:
+        super().__init__(root)  # type: ignore[no-untyped-call]
+        self.admin = root
+        self.displayTracebacks = False
+        self.noisy = False
+
+    def startFactory(self) -> None:
+        super().startFactory()
+        self.admin.bandwidth.start()
+
+    def stopFactory(self) -> None:
+        self.admin.bandwidth.stop()
+        super().stopFactory()
+
+
+def admin_site(bridge: BridgeService, token: str | None = None) -> AdminSite:
+    """The admin site for ``bridge`` (the token is read from ``bridge.config`` per request)."""
+    return AdminSite(AdminRoot(bridge, token))

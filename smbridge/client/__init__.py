@@ -27,9 +27,15 @@ Public names:
 - :func:`logon_anywhere` ``(reactor, "tls://HOST", user, password, *, cache=None,
   ca=None, **logon)`` logs on at the typed host or wherever the roster leads, and
   :class:`RosterCache` ``(directory)`` keeps each site's roster (docs/roster.md).
+- :class:`SessionKeeper` ``(reactor, "tls://HOST", user, password, *, ca=None,
+  cache=None, ...)``: one logical session across dropped connections (ResumeSession,
+  then a fresh logon by the reconnect order, watches restored) and Migrate; listeners
+  get every notification exactly once, in order (docs/client.md).
+  :class:`KeeperEvent` is what its event listeners receive.
 """
 
 from smbridge.client.discovery import logon_anywhere
+from smbridge.client.keeper import KeeperEvent, SessionKeeper
 from smbridge.client.protocol import BridgeProtocol, ClientError
 from smbridge.client.roster_cache import RosterCache
 from smbridge.client.session import BridgeClient, connect
@@ -41,7 +47,9 @@ __all__ = [
     "BridgeClient",
     "BridgeProtocol",
     "ClientError",
+    "KeeperEvent",
     "RosterCache",
+    "SessionKeeper",
     "connect",
     "logon_anywhere",
     "parse_bridge_uri",

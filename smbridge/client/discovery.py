@@ -3,20 +3,26 @@
 :func:`logon_anywhere` resolves the typed host to all its addresses, builds the
 attempt order from the roster cache (:mod:`smbridge.roster.attempts`), tries each
 target at most once, stops at ``logon-failed``, follows a ``redirect``'s roster when
-there was no cache, and saves the roster after the logon succeeds.
+there was no cache, and saves the roster after the logon succeeds. The loop itself,
+:func:`try_in_order`, also serves automatic reconnect and Migrate
+(:mod:`smbridge.client.keeper`), whose plans come from :mod:`smbridge.client.order`.
 """
 
 from __future__ import annotations
 
 import random
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, threads
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from smbridge.client.order import Attempt, key
 from smbridge.client.protocol import ClientError
 from smbridge.client.roster_cache import RosterCache
 from smbridge.client.uri import parse_bridge_uri
@@ -35,6 +41,147 @@ def resolve_all(host: str, port: int) -> defer.Deferred[list[str]]:
         return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
     return threads.deferToThread(lookup)
+
+
+@dataclass
+class Landing:
+    """Where a logon succeeded: the client, the bridge's reply, the target dialed."""
+
+    client: Any
+    reply: dict[str, Any]
+    target: dict[str, Any]
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+
+
+def default_dial(reactor: Any, typed_host: str, ca: Path | None) -> Dial:
+    """Dial a target over TLS; a raw address of the typed host presents its certificate."""
+    from smbridge.client.session import connect
+
+    def dial(t: dict[str, Any]) -> defer.Deferred[Any]:
+        name = typed_host if t["name"] is None else None
+        uri = f"tls://{_bracket(t['host'])}:{t['port']}"
+        return connect(reactor, uri, ca=ca, hostname=name)
+
+    return dial
+
+
+@defer.inlineCallbacks
+def try_in_order(
+    plan: Sequence[Attempt],
+    dial: Dial,
+    logon: Callable[[Any], defer.Deferred[dict[str, Any]]],
+    *,
+    clock: IReactorTime | None = None,
+    redirect: Callable[[ClientError], list[dict[str, Any]]] | None = None,
+    site: str = "",
+    stopped: Callable[[], bool] = lambda: False,
+) -> Any:
+    """Dial and log on along ``plan`` until one target takes the logon; fires with a Landing.
+
+    ``logon-failed`` fails at once (never tried elsewhere). A ``redirect``, when
+    ``redirect`` is given, puts the targets it returns that are neither tried nor
+    still planned right after the current one. Every other failure moves on; when
+    the plan is done the result is ClientError ``no-bridge`` (``attempts``: what
+    each target answered). Pauses (``Attempt.delay``) run on ``clock``. Once
+    ``stopped()`` is true no further target is dialed (ClientError ``stopped``).
+    """
+    order = list(plan)
+    attempts: list[dict[str, Any]] = []
+    tried: set[tuple[str, int]] = set()
+    i = 0
+    while i < len(order):  # bounded: a redirect adds only targets never seen
+        attempt = order[i]
+        i += 1
+        if attempt.delay > 0 and clock is not None:
+            yield deferLater(clock, attempt.delay, lambda: None)
+        if stopped():
+            raise ClientError("stopped", "the logon was given up")
+        target = attempt.target
+        tried.add(key(target))
+        try:
+            client = yield dial(target)
+        except Exception as e:
+            attempts.append({**target, "error": getattr(e, "code", type(e).__name__)})
+            continue
+        try:
+            reply = yield logon(client)
+        except ClientError as e:
+            yield client.close()
+            attempts.append({**target, "error": e.code, "reason": e.body.get("reason")})
+            if e.code == "logon-failed":
+                raise
+            if e.code == "redirect" and redirect is not None:
+                planned = tried | {key(a.target) for a in order[i:]}
+                extra = []
+                for t in redirect(e):
+                    if key(t) not in planned:
+                        planned.add(key(t))
+                        extra.append(Attempt(0.0, t, attempt.pass_number))
+                order[i:i] = extra
+            continue
+        log.info(
+            "Logged on at {target} after {n} attempt(s)",
+            target=f"{target['host']}:{target['port']}",
+            n=len(attempts) + 1,
+            event="client.logon_anywhere",
+        )
+        return Landing(client, reply, target, attempts)
+    raise ClientError("no-bridge", f"no bridge of {site} took the logon", {"attempts": attempts})
+
+
+@defer.inlineCallbacks
+def first_logon(
+    reactor: Any,
+    typed: str,
+    logon: Callable[[Any], defer.Deferred[dict[str, Any]]],
+    *,
+    cache: RosterCache | None = None,
+    ca: Path | None = None,
+    dial: Dial | None = None,
+    resolve: Callable[[str, int], defer.Deferred[list[str]]] = resolve_all,
+    rng: random.Random | None = None,
+) -> Any:
+    """A first logon (§4.4): the typed host, the cached roster, its raw addresses; a Landing.
+
+    Follows a ``redirect``'s roster when there was no cache; saves the roster after
+    the logon succeeds.
+    """
+    address = parse_bridge_uri(typed)
+    host, port = address.host, address.port
+    if dial is None:
+        dial = default_dial(reactor, host, ca)
+    addresses = yield resolve_quietly(resolve, host, port)
+    cached = cache.load(host) if cache is not None else None
+    order = logon_order(attempt_groups(cached, host, port, addresses, rng), host, port)
+
+    def redirected(e: ClientError) -> list[dict[str, Any]]:
+        return [t for g in attempt_groups(e.body, host, port, addresses, rng) for t in g]
+
+    landing = yield try_in_order(
+        [Attempt(0.0, t) for t in order],
+        dial,
+        logon,
+        redirect=redirected if cached is None else None,
+        site=host,
+    )
+    if cache is not None:
+        cache.save(host, landing.reply)
+    return landing
+
+
+@defer.inlineCallbacks
+def resolve_quietly(
+    resolve: Callable[[str, int], defer.Deferred[list[str]]], host: str, port: int
+) -> Any:
+    """``resolve(host, port)``, or no addresses when it fails (logged)."""
+    try:
+        addresses = yield resolve(host, port)
+    except Exception as e:  # an unresolvable host still gets its own attempt
+        log.info(
+            "Could not resolve {host}: {error}", host=host, error=str(e), event="client.resolve"
+        )
+        addresses = []
+    return list(addresses)
 
 
 @defer.inlineCallbacks
@@ -57,64 +204,17 @@ def logon_anywhere(
     once (never tried elsewhere), or with ClientError ``no-bridge`` (``attempts``:
     what each target answered) when every target failed.
     """
-    address = parse_bridge_uri(typed)
-    host, port = address.host, address.port
-    if dial is None:
-        from smbridge.client.session import connect
-
-        def dial(t: dict[str, Any]) -> defer.Deferred[Any]:
-            # A raw address of the typed host presents the typed host's certificate.
-            name = host if t["name"] is None else None
-            uri = f"tls://{_bracket(t['host'])}:{t['port']}"
-            return connect(reactor, uri, ca=ca, hostname=name)
-
-    try:
-        addresses = yield resolve(host, port)
-    except Exception as e:  # an unresolvable host still gets its own attempt
-        log.info(
-            "Could not resolve {host}: {error}", host=host, error=str(e), event="client.resolve"
-        )
-        addresses = []
-    cached = cache.load(host) if cache is not None else None
-    order = logon_order(attempt_groups(cached, host, port, addresses, rng), host, port)
-    attempts: list[dict[str, Any]] = []
-    i = 0
-    while i < len(order):  # bounded: each (host, port) is in the order once
-        target = order[i]
-        i += 1
-        try:
-            client = yield dial(target)
-        except Exception as e:
-            attempts.append({**target, "error": getattr(e, "code", type(e).__name__)})
-            continue
-        try:
-            reply = yield client.logon(user, password, **logon)
-        except ClientError as e:
-            yield client.close()
-            attempts.append({**target, "error": e.code, "reason": e.body.get("reason")})
-            if e.code == "logon-failed":
-                raise
-            if e.code == "redirect" and cached is None:
-                # The redirect's roster goes before what is left (raw addresses last).
-                tried = {(t["host"], t["port"]) for t in order[:i]}
-                rest = [t for g in attempt_groups(e.body, host, port, addresses, rng) for t in g]
-                rest += order[i:]
-                order = order[:i]
-                for t in rest:
-                    if (t["host"], t["port"]) not in tried:
-                        tried.add((t["host"], t["port"]))
-                        order.append(t)
-            continue
-        if cache is not None:
-            cache.save(host, reply)
-        log.info(
-            "Logged on at {target} after {n} attempt(s)",
-            target=f"{target['host']}:{target['port']}",
-            n=len(attempts) + 1,
-            event="client.logon_anywhere",
-        )
-        return client, reply
-    raise ClientError("no-bridge", f"no bridge of {host} took the logon", {"attempts": attempts})
+    landing = yield first_logon(
+        reactor,
+        typed,
+        lambda client: client.logon(user, password, **logon),
+        cache=cache,
+        ca=ca,
+        dial=dial,
+        resolve=resolve,
+        rng=rng,
+    )
+    return landing.client, landing.reply
 
 
 def _bracket(host: str) -> str:

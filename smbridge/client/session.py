@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from smbridge.codec.catalog import (
     GET_RESOURCE_URI,
     GET_VERSION,
     HEARTBEAT,
+    RESUME_SESSION,
     SESSION_TERMINATED,
     UNWATCH_QUEUE,
     WATCH_QUEUE,
@@ -42,6 +44,15 @@ from smbridge.codec.catalog import (
 )
 
 NotificationListener = Callable[[str, Frame], object]
+
+
+@dataclass(frozen=True)
+class ResumeState:
+    """What ResumeSession needs; the token stays out of ``repr`` (and so out of logs)."""
+
+    session_id: str
+    resume_token: str = field(repr=False)
+    received: int
 
 
 class BridgeClient:
@@ -58,8 +69,11 @@ class BridgeClient:
         ca: Path | None = None,
         client_type: str = DEFAULT_CLIENT_TYPE,
         retry_delay: float = 1.0,
+        heartbeat_timeout: float | None = None,
     ) -> None:
         self.protocol = protocol
+        # A heartbeat unanswered this long means a dead connection: it is aborted.
+        self.heartbeat_timeout = heartbeat_timeout
         self.retry_delay = retry_delay  # before the one retry of a retryable failure
         self.address = address
         self.ca = ca  # trusted for resource downloads too
@@ -70,6 +84,8 @@ class BridgeClient:
         self.heartbeat_interval: float | None = None
         self.session_timeout: float | None = None
         self.terminated_reason: str | None = None
+        # Notification frames received on this session, as the bridge numbers them (§4.5).
+        self.received = 0
         self._heartbeats: LoopingCall | None = None
         self._listeners: dict[NotificationListener, Callable[[Frame], None]] = {}
         protocol.add_listener(self._on_notification)
@@ -127,10 +143,49 @@ class BridgeClient:
         self.log.info("Logging on as {user}", user=user, event="client.logon")
         return self.request(CREATE_SESSION, body).addCallback(self._logged_on)
 
+    @property
+    def resume_state(self) -> ResumeState | None:
+        """Session id, resume token and ``received``, while a session is open."""
+        if self._session_id is None or self._resume_token is None:
+            return None
+        return ResumeState(self._session_id, self._resume_token, self.received)
+
+    def resume(self, state: ResumeState) -> Deferred[dict[str, Any]]:
+        """Send ResumeSession on this (new) connection to reattach a lingering session.
+
+        Fires with the bridge's reply ``{sessionId, resumed, gap, position, ...}``; from
+        then on ``received`` counts on from ``position``, and heartbeats run. Fails
+        with ClientError ``unknown-session`` (gone) or ``logon-failed`` with reason
+        ``bad-resume-token``: log on afresh, do not resume again.
+        """
+        if self._session_id is not None:
+            return fail(RuntimeError(f"already logged on as session {self._session_id}"))
+        body = {
+            "sessionId": state.session_id,
+            "resumeToken": state.resume_token,
+            "received": state.received,
+        }
+        self.log.info(
+            "Resuming session {session} after {received} notification(s)",
+            session=state.session_id,
+            received=state.received,
+            event="client.resume",
+        )
+
+        def resumed(reply: dict[str, Any]) -> dict[str, Any]:
+            reply = {"resumeToken": state.resume_token, **reply}
+            self._logged_on(reply)
+            position = reply.get("position")
+            self.received = position if isinstance(position, int) else state.received
+            return reply
+
+        return self.request(RESUME_SESSION, body).addCallback(resumed)
+
     def _logged_on(self, reply: dict[str, Any]) -> dict[str, Any]:
         self._session_id = str(reply["sessionId"])
         self._resume_token = reply.get("resumeToken")
         self.terminated_reason = None
+        self.received = 0
         timeout = reply.get("sessionTimeout")
         self.session_timeout = float(timeout) if timeout is not None else None
         interval = reply.get("heartbeatInterval")
@@ -264,6 +319,8 @@ class BridgeClient:
         self.protocol.remove_listener(self._listeners.pop(listener))
 
     def _on_notification(self, frame: Frame) -> None:
+        if self._session_id is not None:
+            self.received += 1
         if (frame.object_type, frame.event_id) == SESSION_TERMINATED:
             self.terminated_reason = str(frame.parsed().get("reason", "unknown"))
             self.log.info(
@@ -300,7 +357,29 @@ class BridgeClient:
             if failure.value.code in ("no-session", "connection-lost", "not-connected"):
                 self._stop_heartbeats()
 
-        self.heartbeat().addErrback(failed)
+        d = self.heartbeat()
+        if self.heartbeat_timeout is not None:
+            silent = self._clock.callLater(self.heartbeat_timeout, self._silent)
+
+            def answered(result: object) -> object:
+                if silent.active():
+                    silent.cancel()
+                return result
+
+            d.addBoth(answered)
+        d.addErrback(failed)
+
+    def _silent(self) -> None:
+        """No answer to a heartbeat: the connection is dead even if TCP has not noticed."""
+        self.log.warn(
+            "No heartbeat answer within {timeout}s; dropping the connection",
+            timeout=self.heartbeat_timeout,
+            event="client.heartbeat_timeout",
+        )
+        transport: Any = self.protocol.transport
+        if transport is not None:
+            abort = getattr(transport, "abortConnection", None)
+            (abort or transport.loseConnection)()
 
 
 def connect(

@@ -35,6 +35,7 @@ from smbridge.codec.catalog import (
     LINK_SESSION_CLOSED,
     LINK_SESSION_OPENED,
     LINK_SET_ACCEPT,
+    RESUME_SESSION,
     ROSTER_CHANGED,
     SEARCH_DIRECTORY,
     SWITCHOVER,
@@ -50,17 +51,22 @@ from smbridge.counters import Counters
 from smbridge.errors import BadRequest, NoSession, ProtocolError
 from smbridge.resources import NoResources, ResourceProvider
 from smbridge.roster.accept import ACCEPT_MODES, Decision, decide
+from smbridge.roster.drain import migrate_frame
 from smbridge.roster.selection import Resolved, RuleError, order_roster, parse_rules, rule_for_user
 from smbridge.router.directory import Directories
 from smbridge.router.fanout import FanOut
 from smbridge.router.fields import optional_text, text
 from smbridge.router.identity import with_identity
 from smbridge.router.reply import EncodedReply, Reply
+from smbridge.router.resume import Resumer, check_allowed
 from smbridge.router.visibility import Scope, restricted, scope_of
 from smbridge.router.watches import Watches
+from smbridge.session.control import SessionControl
+from smbridge.session.hook import HookRunner
+from smbridge.session.levels import policy_for
 from smbridge.session.negotiate import heartbeat_interval, negotiate_timeout
 from smbridge.session.registry import SessionRegistry
-from smbridge.session.session import EndReason, Session, SessionInfo
+from smbridge.session.session import EndReason, Session, SessionInfo, State
 from smbridge.topics import PARAMETERS_TOPIC, RecordState, user_topic
 
 if TYPE_CHECKING:
@@ -141,6 +147,9 @@ class Router:
             GET_RESOURCE_URI: self._resource_uri,
         }
         self.resources: ResourceProvider = NoResources()
+        # The session hook (docs/lifecycle.md); None: every session is allowed everything.
+        self.hook: HookRunner | None = None
+        self.resumer = Resumer(registry, self.fanout, self.counters, self._describe)
         # Called with the parameters in force whenever they may have changed (the sender).
         self.parameter_listeners: list[Callable[[dict[str, Any]], object]] = []
         registry.on_end(self._session_ended)
@@ -238,11 +247,22 @@ class Router:
         if key == CREATE_SESSION:
             self._answer(conn.send, frame, self._create(conn, frame))
             return
+        if key == RESUME_SESSION:
+            try:
+                self.resumer.resume(conn, frame)
+            except ProtocolError as e:
+                self._answer(conn.send, frame, e)
+            return
         session = conn.session
         if session is None:
             self._answer(conn.send, frame, NoSession("log on first (CreateSession)"))
             return
         session.touch()
+        try:
+            check_allowed(session, key, frame)
+        except ProtocolError as e:
+            self._answer(session.send, frame, e)
+            return
         handler = self.handlers.get(key)
         if handler is None:
             assert frame.body is not None
@@ -322,11 +342,6 @@ class Router:
                 )
             raise
         self._accept_or_redirect(user, conn, auth)
-        timeout = negotiate_timeout(
-            self.registry.policy, body.get("sessionTimeout"), body.get("minSessionTimeout")
-        )
-        if not conn.connected or conn.session is not None:
-            return None
         who = auth.get("user", {})
         info = SessionInfo(
             user_id=who.get("id", user),
@@ -340,7 +355,23 @@ class Router:
             workgroups=list(who.get("workgroups", [])),
             rights=list(who.get("rights", [])),
         )
-        session = self.registry.create(info, conn, timeout, notify, conn.kind, conn.remote)
+        policy = policy_for(self.registry.policy, self.parameters(), info)
+        timeout = negotiate_timeout(
+            policy, body.get("sessionTimeout"), body.get("minSessionTimeout")
+        )
+        control: SessionControl | None = None
+        if self.hook is not None and conn.connected:
+            control = yield self.hook.create(info)
+        if control is None and (not conn.connected or conn.session is not None):
+            return None
+        for old in self.registry.lingering_for(info.user_id, info.client_id):
+            old.end(EndReason.LOGOUT)  # the same client logged on again (PROTOCOL §4.5)
+        session = self.registry.create(info, conn, timeout, notify, conn.kind, conn.remote, control)
+        if not conn.connected or conn.session is not None:
+            # Dropped (or logged on) while the hook decided: the hook still hears destroy.
+            session.peer = None
+            session.end(EndReason.UNEXPECTED, notify=False)
+            return None
         session.origin = conn.origin
         conn.session = session
         self.counters.inc("logons", transport=conn.kind)
@@ -355,7 +386,7 @@ class Router:
             "sessionId": session.id,
             "resumeToken": session.resume_token,
             "sessionTimeout": timeout,
-            "timeoutSource": self.registry.policy.source,
+            "timeoutSource": policy.source,
             "heartbeatInterval": heartbeat_interval(timeout),
             "server": self.identity.public(),
             "cic": registered.get("cic"),
@@ -483,7 +514,19 @@ class Router:
             location=location,
         )
 
+    def _describe(self) -> dict[str, Any]:
+        """The bridge's side of a session reply: this server, the roster, the CIC server."""
+        registered = self.upstream.registered
+        return {
+            "server": self.identity.public(),
+            "roster": registered.get("roster", []),
+            "cic": registered.get("cic"),
+        }
+
     def _session_ended(self, session: Session, reason: EndReason) -> None:
+        self.counters.inc("sessions_ended", reason=reason.value)
+        if self.hook is not None:
+            self.hook.destroy(session, reason.value)
         self.fanout.drop(session, session.topics | {user_topic(session.info.user_id)})
         session.topics.clear()
         self._scopes.pop(session.id, None)
@@ -494,10 +537,49 @@ class Router:
         self.upstream.notify(LINK_SESSION_CLOSED, {"sessionId": session.id, "reason": reason.value})
 
     def connection_lost(self, conn: ClientConnection) -> None:
+        """The connection dropped without DestroySession: its session lingers (§4.5)."""
         session = conn.session
-        if session is not None:
-            session.peer = None
-            session.end(EndReason.DISCONNECTED)
+        if session is None:
+            return
+        conn.session = None
+        if session.peer is not conn:
+            return  # already taken over by a resume on another connection
+        session.linger(self.registry.linger)
+        if session.state is State.LINGERING:
+            self.log.info(
+                "Session {session_id} lingers for {linger}s after {remote} dropped",
+                session_id=session.id,
+                linger=self.registry.linger,
+                remote=conn.remote,
+                event="session.lingering",
+            )
+
+    def shutdown(self) -> tuple[int, int]:
+        """End every session for a shutdown; return (migrated, terminated).
+
+        A session whose user has another available bridge in the roster (ordered by
+        the user's selection rule, this bridge left out) gets Migrate {roster,
+        reason: shutdown} so its client moves without a logon prompt; the others get
+        SessionTerminated {shutdown}.
+        """
+        roster = self.upstream.registered.get("roster", [])
+        others = [
+            e
+            for e in roster
+            if isinstance(e, dict) and e.get("name") != self.identity.name and e.get("available")
+        ]
+        migrated = terminated = 0
+        for session in self.registry:
+            groups = order_roster(others, self.user_rule(session.info.location), (), self.rng)
+            targets = [e for g in groups for e in g]
+            if targets:
+                session.send(migrate_frame(targets, "shutdown"))
+                session.end(EndReason.SHUTDOWN, notify=False)
+                migrated += 1
+            else:
+                session.end(EndReason.SHUTDOWN)
+                terminated += 1
+        return migrated, terminated
 
     def _heartbeat(self, session: Session, frame: Frame) -> Reply:
         switched = session.id in self._ha_switched

@@ -50,9 +50,10 @@ about the same thing.
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import Any
 
 from twisted.logger import Logger
 
@@ -85,10 +86,13 @@ def classify(data: bytes, settings: LimiterSettings) -> Priority:
     return PRIORITIES[_class_of(data, settings)]
 
 
-# A queued frame is a ``(data, at)`` tuple: no object per frame, and tuples of a
-# bytes and a float are left alone by the garbage collector. Its session is the
-# queue's key and its chain's objectType is in the frame's header.
-_Queued = tuple[bytes, float]
+# A queued frame is a ``(data, at, chain)`` tuple: no object of our own per frame.
+# Its session is the queue's key. ``chain`` is the shared ``[class, frames waiting,
+# (session, objectType)]`` list of the frames of one session and objectType that
+# wait (the ordering guarantee above), so releasing a frame needs no lookup.
+_Chain = list[Any]
+_Queued = tuple[bytes, float, _Chain]
+_Turn = tuple[Hashable, "deque[_Queued]", list[int]]
 
 
 @dataclass
@@ -105,15 +109,22 @@ class Scheduler:
 
     def __init__(self, settings: LimiterSettings, now: float) -> None:
         self.settings = settings
-        self._queues: list[OrderedDict[Hashable, deque[_Queued]]] = [OrderedDict() for _ in CLASSES]
+        # Per class: each session's waiting frames, and the round-robin ring of sessions.
+        self._queues: list[dict[Hashable, deque[_Queued]]] = [{} for _ in CLASSES]
+        # A ring entry is ``(session, its queue, its sent-bytes counters)``: serving
+        # one frame then needs no dictionary lookup.
+        self._rings: list[deque[_Turn]] = [deque() for _ in CLASSES]
         self._class_cache: dict[bytes, int] = {}  # header bytes 5..9 -> class
-        self._chains: dict[tuple[Hashable, int], list[int]] = {}  # [class, frames waiting]
+        self._chains: dict[tuple[Hashable, int], _Chain] = {}
         self._ready: list[Release] = []
         self.limiting = False
         self._stats = [ClassStats() for _ in CLASSES]
         self.stats: dict[Priority, ClassStats] = dict(zip(PRIORITIES, self._stats, strict=True))
         self._sent_by: dict[Hashable, list[int]] = {}  # bytes sent per session and class
         self.history: deque[int] = deque(maxlen=64)  # bytes sent per finished interval
+        # No medium frame waiting was enqueued before this (a lower bound, kept cheaply):
+        # the 60 s check scans the medium queues only once it could find one.
+        self._medium_floor = float("inf")
         self._reset_clock(now)
 
     # --- configuration ------------------------------------------------------
@@ -210,23 +221,108 @@ class Scheduler:
         chain_key = (key, (data[6] << 8) | data[7])
         chain = self._chains.get(chain_key)
         if chain is None:
-            self._chains[chain_key] = [c, 1]
+            chain = self._chains[chain_key] = [c, 1, chain_key]
         else:
             c = chain[0]
             chain[1] += 1
         queue = self._queues[c]
+        if c == MEDIUM and not queue:
+            self._medium_floor = now
         q = queue.get(key)
         if q is None:
-            q = queue[key] = deque()
-        q.append((data, now))
+            q = self._join(c, key)
+        q.append((data, now, chain))
         self._stats[c].queued_bytes += len(data)
         return PRIORITIES[c]
+
+    def _join(self, c: int, key: Hashable) -> deque[_Queued]:
+        """Give ``key`` a queue in class ``c`` and a place at the back of its ring."""
+        q = self._queues[c][key] = deque()
+        by = self._sent_by.get(key)
+        if by is None:
+            by = self._sent_by[key] = [0, 0, 0]
+        self._rings[c].append((key, q, by))
+        return q
+
+    def enqueue_batch(self, items: list[Release], now: float) -> None:
+        """Take several ``(key, frame)`` pairs at once, in order: ``enqueue`` each, inlined.
+
+        While limiting, connections append what they send during a reactor turn to
+        the sender's inbox, which hands it over here in one call: the per-frame cost
+        is then a list append in the connection and one pass of this loop.
+        """
+        if not self.settings.enabled:
+            for key, data in items:
+                self.enqueue(key, data, now)
+            return
+        if now >= self._boundary:
+            self._roll(now)
+        if not self.limiting:
+            for i, (key, data) in enumerate(items):
+                self.enqueue(key, data, now)
+                if self.limiting:  # this frame switched limiting on: queue the rest
+                    items = items[i + 1 :]
+                    break
+            else:
+                return
+        settings = self.settings
+        cache = self._class_cache
+        if not self.pending and self.used + sum(len(item[1]) for item in items) <= (
+            self.avail * (self._slice(now) + 1) // SLICES
+        ):
+            # Nothing waits and all of it fits in the paced budget: an allocation would
+            # release every frame now whatever its class, so skip the queues.
+            self._ready.extend(items)
+            sent_by = self._sent_by
+            sizes = [0, 0, 0]
+            counts = [0, 0, 0]
+            for key, data in items:
+                c = cache.get(data[5:10])
+                if c is None:
+                    c = cache[data[5:10]] = _class_of(data, settings)
+                size = len(data)
+                sizes[c] += size
+                counts[c] += 1
+                by = sent_by.get(key)
+                if by is None:
+                    by = sent_by[key] = [0, 0, 0]
+                by[c] += size
+            for c in CLASSES:
+                stats = self._stats[c]
+                stats.sent_bytes += sizes[c]
+                stats.sent_frames += counts[c]
+                self.class_used[c] += sizes[c]
+                self.used += sizes[c]
+            return
+        chains = self._chains
+        queues = self._queues
+        if not queues[MEDIUM]:
+            self._medium_floor = now  # every medium frame queued below is this recent
+        added = [0, 0, 0]
+        for key, data in items:
+            c = cache.get(data[5:10])
+            if c is None:
+                c = cache[data[5:10]] = _class_of(data, settings)
+            chain_key = (key, (data[6] << 8) | data[7])
+            chain = chains.get(chain_key)
+            if chain is None:
+                chain = chains[chain_key] = [c, 1, chain_key]
+            else:
+                c = chain[0]
+                chain[1] += 1
+            q = queues[c].get(key)
+            if q is None:
+                q = self._join(c, key)
+            q.append((data, now, chain))
+            added[c] += len(data)
+        for c in CLASSES:
+            self._stats[c].queued_bytes += added[c]
 
     def due(self, now: float) -> tuple[list[Release], float | None]:
         """The frames to write now, in order, and when to call again."""
         if self.settings.enabled:
             self._roll(now)
-            if self.limiting:
+            if self.limiting and self.pending:
                 self._allocate(now)
         out, self._ready = self._ready, []
         wake = None
@@ -249,17 +345,28 @@ class Scheduler:
         out, self._ready = self._ready, []
         return out
 
+    def waiting(self, key: Hashable) -> list[bytes]:
+        """The frames waiting for ``key``, oldest first (one turn's frames by class)."""
+        held = [
+            (item[1], c, i, item[0])
+            for c in CLASSES
+            for i, item in enumerate(self._queues[c].get(key, ()))
+        ]
+        held.sort(key=lambda h: h[:3])
+        return [h[3] for h in held]
+
     def forget(self, key: Hashable) -> int:
         """Drop what waits for ``key`` (its connection is gone); return the bytes dropped."""
         dropped = 0
         for c in CLASSES:
             q = self._queues[c].pop(key, None)
-            if q:
+            if q is not None:
+                self._leave(c, key)
                 size = sum(len(item[0]) for item in q)
                 self._stats[c].queued_bytes -= size
                 dropped += size
                 for item in q:
-                    self._chains.pop((key, (item[0][6] << 8) | item[0][7]), None)
+                    self._chains.pop(item[2][2], None)
         kept = [r for r in self._ready if r[0] != key]
         dropped += sum(len(r[1]) for r in self._ready) - sum(len(r[1]) for r in kept)
         self._ready = kept
@@ -280,55 +387,58 @@ class Scheduler:
             sent = self._sent_by[key] = [0, 0, 0]
         sent[c] += size
 
-    def _release(self, key: Hashable, data: bytes, c: int) -> int:
+    def _release(self, key: Hashable, item: _Queued, c: int) -> int:
+        data, _, chain = item
         size = len(data)
         self._release_now(key, data, c)
         self._stats[c].queued_bytes -= size
-        chain_key = (key, (data[6] << 8) | data[7])
-        chain = self._chains[chain_key]
         chain[1] -= 1
         if not chain[1]:
-            del self._chains[chain_key]
+            del self._chains[chain[2]]
         return size
 
+    def _leave(self, c: int, key: Hashable) -> None:
+        ring = self._rings[c]
+        kept = [turn for turn in ring if turn[0] != key]
+        ring.clear()
+        ring.extend(kept)
+
     def _serve(self, c: int, budget: int | None) -> None:
-        """Round-robin over sessions, one frame each, until ``budget`` bytes are sent."""
-        queue = self._queues[c]
-        if not queue or (budget is not None and budget <= 0):
+        """Round-robin over sessions, one frame each, until ``budget`` bytes are sent.
+
+        The ring holds each session with frames waiting once: serve the front one
+        frame, put it at the back while it has more.
+        """
+        ring = self._rings[c]
+        if not ring or (budget is not None and budget <= 0):
             return
         limit = float("inf") if budget is None else budget
+        queue = self._queues[c]
         ready = self._ready
         chains = self._chains
-        sent_by = self._sent_by
-        sent = 0
-        for _ in range(1 << 62):  # bounded: each pass releases at least one frame
-            served: list[Hashable] = []
-            for key, q in queue.items():  # one pass: one frame from each session
-                data = q.popleft()[0]
-                size = len(data)
-                ready.append((key, data))
-                chain_key = (key, (data[6] << 8) | data[7])
-                chain = chains[chain_key]
-                chain[1] -= 1
-                if not chain[1]:
-                    del chains[chain_key]
-                by = sent_by.get(key)
-                if by is None:
-                    by = sent_by[key] = [0, 0, 0]
-                by[c] += size
-                served.append(key)
-                sent += size
-                if sent >= limit:
-                    break
-            self._stats[c].sent_frames += len(served)
-            for key in served:  # served sessions go to the back, emptied ones leave
-                if queue[key]:
-                    queue.move_to_end(key)
-                else:
-                    del queue[key]
-            if sent >= limit or not queue:
+        pop_turn = ring.popleft
+        push_turn = ring.append
+        sent = frames = 0
+        while ring:  # bounded: every pass releases one frame
+            turn = pop_turn()
+            key, q, by = turn
+            data, _, chain = q.popleft()
+            ready.append((key, data))
+            chain[1] -= 1
+            if not chain[1]:
+                del chains[chain[2]]
+            size = len(data)
+            by[c] += size
+            sent += size
+            frames += 1
+            if q:
+                push_turn(turn)
+            else:
+                del queue[key]
+            if sent >= limit:
                 break
         stats = self._stats[c]
+        stats.sent_frames += frames
         stats.sent_bytes += sent
         stats.queued_bytes -= sent
         self.used += sent
@@ -336,13 +446,17 @@ class Scheduler:
 
     def _overdue_medium(self, now: float) -> None:
         deadline = self.next_boundary() - MEDIUM_MAX_HOLD
+        if deadline <= self._medium_floor:
+            return  # nothing waiting is old enough
         queue = self._queues[MEDIUM]
         for key in [k for k, q in queue.items() if q[0][1] < deadline]:
             q = queue[key]
             while q and q[0][1] < deadline:
-                self._release(key, q.popleft()[0], MEDIUM)
+                self._release(key, q.popleft(), MEDIUM)
             if not q:
                 del queue[key]
+                self._leave(MEDIUM, key)
+        self._medium_floor = min((q[0][1] for q in queue.values()), default=float("inf"))
 
     def _allocate(self, now: float) -> None:
         if self._queues[MEDIUM]:

@@ -32,6 +32,7 @@ from smbridge.codec.catalog import (
 )
 from smbridge.sender.parameters import LimiterSettings, apply
 from smbridge.sender.scheduler import PRIORITIES, Scheduler, _class_of
+from smbridge.transports.batch import WriteBatcher
 
 MEMORY_CHECK_SECONDS = 0.25  # how often held bytes are recounted while anything is held
 SUPPRESSED_NOTICE_SECONDS = 1.0  # at most one NotificationSuppressed per session, type and second
@@ -57,20 +58,34 @@ class Receiver(Protocol):
 class Sender:
     log = Logger()
 
-    def __init__(self, clock: IReactorTime, settings: LimiterSettings | None = None) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        settings: LimiterSettings | None = None,
+        batcher: WriteBatcher | None = None,
+    ) -> None:
         self.clock = clock
+        # The turn's end: the write batcher's flush (first, so what it releases is
+        # written in the same turn), or a call of its own without one.
+        self._batcher = batcher
         self.settings = settings or LimiterSettings()
         self.scheduler = Scheduler(self.settings, clock.seconds())
         self.limited = self.settings.enabled
         self.errors: list[str] = []
         self.receivers: set[Receiver] = set()
-        self._soon = False
+        self._soon = False  # the turn-end call (flush) is scheduled
+        # What receivers sent this turn while limiting, for the turn's end (``collect``).
+        self.inbox: list[tuple[Hashable, bytes]] = []
         self._wake: IDelayedCall | None = None
         self._stopped = False
         # The memory safeguard (docs/sender.md).
         self.safeguard_active = False
         self.queue_snapshot: Callable[[str], dict[str, Any] | None] = lambda name: None
         self.suppressed = {p.value: {"frames": 0, "bytes": 0} for p in Priority}
+        self._suppressed_by: dict[Receiver, list[int]] = {}  # [frames, bytes] per receiver
+        # What connections wrote, limiter on or off: [frames, bytes] by frame header
+        # (kind, objectType, eventId); classified only when read (``written_by_priority``).
+        self.written: dict[bytes, list[int]] = {}
         self._unreported: dict[tuple[Receiver, int, int], list[float]] = {}  # [count, last notice]
         self._suspended: dict[Receiver, set[str]] = {}
         self._monitor: IDelayedCall | None = None
@@ -85,12 +100,28 @@ class Sender:
 
     def detach(self, receiver: Receiver) -> None:
         self.receivers.discard(receiver)
+        if self.inbox:
+            self.inbox[:] = [item for item in self.inbox if item[0] is not receiver]
         self.scheduler.forget(receiver)
         self._suspended.pop(receiver, None)
+        self._suppressed_by.pop(receiver, None)
         for key in [k for k in self._unreported if k[0] is receiver]:
             del self._unreported[key]
         if not self.receivers and not self.safeguard_active:
             self.stop()  # nothing left to hold
+
+    def take_waiting(self, receiver: Receiver) -> list[bytes]:
+        """Remove and return what waits in the limiter for ``receiver``, oldest first.
+
+        Its session is leaving that connection (dropped, or resumed elsewhere): these
+        frames were never written, so the session keeps them for its replay.
+        """
+        frames = self.scheduler.waiting(receiver)
+        self.scheduler.forget(receiver)
+        if self.inbox:
+            frames += [item[1] for item in self.inbox if item[0] is receiver]
+            self.inbox[:] = [item for item in self.inbox if item[0] is not receiver]
+        return frames
 
     # --- parameters ---------------------------------------------------------
     def configure(self, parameters: Mapping[str, Any]) -> list[str]:
@@ -100,6 +131,7 @@ class Sender:
             self.log.warn("Server parameter refused: {error}", error=error, event="sender.refused")
         self.errors = errors
         if settings != self.settings:
+            self._ingest()
             self.settings = settings
             self.scheduler.configure(settings, self.clock.seconds())
             self.log.info(
@@ -121,22 +153,66 @@ class Sender:
     def enqueue(self, receiver: Receiver, data: bytes) -> None:
         """Take one frame for ``receiver`` (only called while the limiter is enabled)."""
         scheduler = self.scheduler
-        now = self.clock.seconds()
-        scheduler.enqueue(receiver, data, now)
+        if self.inbox:
+            self._ingest()  # frames collected earlier in this turn go first
+        scheduler.enqueue(receiver, data, self.clock.seconds())
         if not scheduler.limiting:
             for released, frame in scheduler.take_released():  # under the limit: no delay
                 released.deliver(frame)  # type: ignore[attr-defined]
         elif not self._soon:
-            wake = self._wake
-            if wake is None or not wake.active() or scheduler.has_room(now):
-                # One release per turn for everything enqueued in it; when the paced
-                # budget is spent, the wake-up at the next step releases it instead.
-                self._soon = True
-                self.clock.callLater(0, self.release)
+            self._at_turn_end()
+
+    def _at_turn_end(self) -> None:
+        self._soon = True
+        if self._batcher is not None:
+            self._batcher.mark(self)
+        else:
+            self.clock.callLater(0, self.flush)
+
+    def collect(self) -> None:
+        """Frames wait in ``inbox`` (limiting is on): take them at the turn's end.
+
+        While limiting, a connection appends ``(itself, frame)`` to the shared inbox
+        and calls this when the inbox was empty; at the turn's end the sender hands
+        the whole inbox to the scheduler in one call.
+        """
+        if not self._soon:
+            self._at_turn_end()
+
+    def _ingest(self) -> None:
+        inbox = self.inbox
+        items = inbox[:]
+        inbox.clear()  # cleared in place: connections hold a reference to it
+        self.scheduler.enqueue_batch(items, self.clock.seconds())
+
+    def flush(self) -> None:
+        """End of a turn in which frames were queued: release them if the budget has room.
+
+        One release per turn for everything queued in it; when the paced budget is
+        spent, the wake-up at the next step releases it instead.
+        """
+        self._soon = False
+        self._ingest()
+        scheduler = self.scheduler
+        wake = self._wake
+        awake = wake is not None and wake.active()
+        if not scheduler.pending and (awake or not scheduler.limiting):
+            # Everything went out at once and the wake-up (if limiting) stands.
+            for receiver, data in scheduler.take_released():
+                receiver.deliver(data)  # type: ignore[attr-defined]
+            return
+        if (
+            not scheduler.limiting
+            or wake is None
+            or not wake.active()
+            or scheduler.has_room(self.clock.seconds())
+        ):
+            self.release()
 
     def release(self) -> None:
         """Deliver what is due and set the wake-up for the rest."""
-        self._soon = False
+        if self.inbox:
+            self._ingest()
         out, wake = self.scheduler.due(self.clock.seconds())
         for receiver, data in out:
             receiver.deliver(data)  # type: ignore[attr-defined]
@@ -154,7 +230,7 @@ class Sender:
     # --- accounting ---------------------------------------------------------
     def held_bytes(self, receivers: Iterable[Receiver] | None = None) -> int:
         """Bytes held for sending: the limiter's queues plus every connection's backlog."""
-        held = self.scheduler.queued_bytes
+        held = self.scheduler.queued_bytes + sum(len(item[1]) for item in self.inbox)
         for receiver in self.receivers if receivers is None else receivers:
             held += receiver.held_bytes()
         return held
@@ -247,6 +323,11 @@ class Sender:
         counts = self.suppressed[PRIORITIES[c].value]
         counts["frames"] += 1
         counts["bytes"] += len(data)
+        mine = self._suppressed_by.get(receiver)
+        if mine is None:
+            mine = self._suppressed_by[receiver] = [0, 0]
+        mine[0] += 1
+        mine[1] += len(data)
         kind = data[5]
         object_type = (data[6] << 8) | data[7]
         event_id = (data[8] << 8) | data[9]
@@ -285,12 +366,13 @@ class Sender:
         scheduler = self.scheduler
         settings = self.settings
 
+        written = self.written_by_priority()
+
         def per_class(p: Priority) -> dict[str, int]:
-            stats = scheduler.stats[p]
             return {
-                "sentBytes": stats.sent_bytes,
-                "sentFrames": stats.sent_frames,
-                "queuedBytes": stats.queued_bytes,
+                "sentBytes": written[p.value][1],
+                "sentFrames": written[p.value][0],
+                "queuedBytes": scheduler.stats[p].queued_bytes,
             }
 
         return {
@@ -310,6 +392,27 @@ class Sender:
             "refusedParameters": list(self.errors),
         }
 
+    def written_by_priority(self) -> dict[str, list[int]]:
+        """[frames, bytes] written to clients so far, by priority (limiter on or off)."""
+        out = {p.value: [0, 0] for p in Priority}
+        for head, (frames, size) in list(self.written.items()):
+            tally = out[PRIORITIES[_class_of(b"\0" * 5 + head, self.settings)].value]
+            tally[0] += frames
+            tally[1] += size
+        return out
+
     def session_status(self, receiver: Hashable) -> dict[str, Any]:
+        """One connection's figures: bytes sent (by priority), queued, and suppressed.
+
+        ``sentBytes`` is what its connection wrote; ``byPriority`` what the limiter
+        released for it while it was enabled.
+        """
         by_class, queued = self.scheduler.session_stats(receiver)
-        return {"sentBytes": sum(by_class.values()), "queuedBytes": queued, "byPriority": by_class}
+        frames, size = self._suppressed_by.get(receiver) or [0, 0]  # type: ignore[call-overload]
+        return {
+            "sentBytes": int(getattr(receiver, "sent_bytes", sum(by_class.values()))),
+            "queuedBytes": queued,
+            "byPriority": by_class,
+            "suppressedFrames": frames,
+            "suppressedBytes": size,
+        }

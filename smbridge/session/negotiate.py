@@ -20,7 +20,7 @@ class TimeoutPolicy:
 
     timeout: int = 1800
     floor: int = 60
-    source: str = "bridge"
+    source: str = "default"  # which level set T (levels.py): the bridge's own setting
 
     def __post_init__(self) -> None:
         if self.floor < 1 or self.timeout < self.floor:

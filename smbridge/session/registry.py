@@ -2,34 +2,63 @@
 
 from __future__ import annotations
 
+import hmac
 import secrets
 from collections.abc import Callable, Iterator
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from smbridge.session.control import SessionControl
 from smbridge.session.negotiate import TimeoutPolicy
-from smbridge.session.session import EndReason, Peer, Session, SessionInfo
+from smbridge.session.replay import DEFAULT_REPLAY_BYTES
+from smbridge.session.session import EndReason, Peer, Session, SessionInfo, State
 from smbridge.session.timer import TimerQueue
 
 EndListener = Callable[[Session, EndReason], None]
+DEFAULT_LINGER = 120.0
+
+
+def new_session_id(node: str, now: float) -> str:
+    """``<node>-<milliseconds, hex>-<64 random bits, hex>``.
+
+    The node name makes ids unique across the site (node names are), the time
+    across restarts of the same node, and the random part unguessable.
+    """
+    return f"{node}-{int(now * 1000):x}-{secrets.token_hex(8)}"
+
+
+def new_resume_token() -> str:
+    """192 bits from the CSPRNG, URL-safe text. Never logged."""
+    return secrets.token_urlsafe(24)
 
 
 class SessionRegistry:
-    """Every live session of this bridge, by id.
+    """Every live session of this bridge (active or lingering), by id.
 
-    Ids are ``<node>-<random>``: unique across the site because node names are,
-    and unguessable. Resume tokens carry 192 random bits and are never logged.
+    Resume tokens are compared in constant time and never logged. Sessions are
+    also indexed by (user, clientId), so a new logon from the same client
+    replaces the session it left lingering (PROTOCOL §4.5).
     """
 
     log = Logger()
 
-    def __init__(self, clock: IReactorTime, node: str, policy: TimeoutPolicy) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        node: str,
+        policy: TimeoutPolicy,
+        linger: float = DEFAULT_LINGER,
+        replay_bytes: int = DEFAULT_REPLAY_BYTES,
+    ) -> None:
         self.clock = clock
         self.node = node
         self.policy = policy
+        self.linger = linger  # seconds a dropped session waits for a resume (0: none)
+        self.replay_bytes = replay_bytes  # per-session replay buffer limit
         self._sessions: dict[str, Session] = {}
-        self.timers = TimerQueue(clock)  # one DelayedCall for every session's timer
+        self._by_client: dict[tuple[str, str], set[str]] = {}
+        self.timers = TimerQueue(clock)  # one DelayedCall for every session's timers
         self._end_listeners: list[EndListener] = []
 
     def __len__(self) -> int:
@@ -41,9 +70,29 @@ class SessionRegistry:
     def get(self, session_id: str) -> Session | None:
         return self._sessions.get(session_id)
 
+    def lingering(self) -> int:
+        return sum(1 for s in self._sessions.values() if s.state is State.LINGERING)
+
+    def client_index_size(self) -> int:
+        """Entries in the (user, clientId) index (tests check nothing outlives its session)."""
+        return len(self._by_client)
+
+    @staticmethod
+    def token_matches(session: Session, token: str) -> bool:
+        """Constant-time comparison of a presented resume token."""
+        return hmac.compare_digest(session.resume_token.encode(), token.encode())
+
     def on_end(self, listener: EndListener) -> None:
         """Call ``listener(session, reason)`` whenever a session ends."""
         self._end_listeners.append(listener)
+
+    def lingering_for(self, user_id: str, client_id: str) -> list[Session]:
+        """Lingering sessions of this user from this client (none without a clientId)."""
+        if not client_id:
+            return []
+        ids = self._by_client.get((user_id, client_id), ())
+        found = [self._sessions[i] for i in ids if i in self._sessions]
+        return [s for s in found if s.state is State.LINGERING]
 
     def create(
         self,
@@ -53,11 +102,14 @@ class SessionRegistry:
         notify_imminent: bool = True,
         transport: str = "tls",
         remote: str = "",
+        control: SessionControl | None = None,
     ) -> Session:
-        session_id = f"{self.node}-{secrets.token_hex(8)}"
+        session_id = new_session_id(self.node, self.clock.seconds())
+        while session_id in self._sessions:  # 64 random bits: practically never
+            session_id = new_session_id(self.node, self.clock.seconds())
         session = Session(
             session_id,
-            secrets.token_urlsafe(24),
+            new_resume_token(),
             info,
             peer,
             self.timers,
@@ -66,8 +118,12 @@ class SessionRegistry:
             self._ended,
             transport=transport,
             remote=remote,
+            replay_bytes=self.replay_bytes,
+            control=control,
         )
         self._sessions[session_id] = session
+        if info.client_id:
+            self._by_client.setdefault((info.user_id, info.client_id), set()).add(session_id)
         self.log.info(
             "Session {session_id} created for {user} "
             "(timeout {timeout}s, {transport} from {remote})",
@@ -82,6 +138,12 @@ class SessionRegistry:
 
     def _ended(self, session: Session, reason: EndReason) -> None:
         self._sessions.pop(session.id, None)
+        key = (session.info.user_id, session.info.client_id)
+        ids = self._by_client.get(key)
+        if ids is not None:
+            ids.discard(session.id)
+            if not ids:
+                del self._by_client[key]
         self.log.info(
             "Session {session_id} of {user} ended: {reason}",
             session_id=session.id,

@@ -1,6 +1,10 @@
-"""A client session and its lifecycle state machine.
+"""A client session and its lifecycle state machine (docs/lifecycle.md).
 
-The session outlives neither its timer nor its owner's decision to end it; the
+States: ``active`` (a connection is attached), ``lingering`` (the connection
+dropped without DestroySession; the session waits ``linger`` seconds for a
+ResumeSession) and ``closed``. Every notification frame written toward the
+session is numbered and kept in its :class:`ReplayBuffer`, connected or not.
+The session outlives neither its timers nor its owner's decision to end it; the
 connection it writes to is a :class:`Peer` that the transport layer supplies,
 so the whole lifecycle is testable with a Clock and a list of written frames.
 """
@@ -16,7 +20,11 @@ from smbridge.codec import Kind, encode
 from smbridge.codec.catalog import SESSION_TERMINATED, TERMINATION_IMMINENT
 from smbridge.codec.frames import dump_json
 from smbridge.resources import Origin
+from smbridge.session.control import SessionControl
+from smbridge.session.replay import DEFAULT_REPLAY_BYTES, ReplayBuffer
 from smbridge.session.timer import SessionTimer, TimerQueue
+
+_NOTIFICATION = int(Kind.NOTIFICATION)
 
 
 class Peer(Protocol):
@@ -29,6 +37,7 @@ class Peer(Protocol):
 
 class State(enum.Enum):
     ACTIVE = "active"
+    LINGERING = "lingering"
     CLOSED = "closed"
 
 
@@ -39,10 +48,14 @@ class EndReason(enum.Enum):
     LOGOUT = "logout"
     EXPIRED = "expired"
     UNEXPECTED = "unexpected"
-    DISCONNECTED = "disconnected"  # the connection dropped (no notice can reach the client)
+    DISCONNECTED = "disconnected"  # dropped and not resumed within the linger time
 
 
-_TRANSITIONS: dict[State, set[State]] = {State.ACTIVE: {State.CLOSED}, State.CLOSED: set()}
+_TRANSITIONS: dict[State, set[State]] = {
+    State.ACTIVE: {State.LINGERING, State.CLOSED},
+    State.LINGERING: {State.ACTIVE, State.CLOSED},
+    State.CLOSED: set(),
+}
 
 
 class InvalidTransition(Exception):
@@ -82,6 +95,9 @@ class Session:
         "_on_end",
         "timer",
         "identity",
+        "replay",
+        "linger_timer",
+        "control",
     )
 
     def __init__(
@@ -96,6 +112,8 @@ class Session:
         on_end: Callable[[Session, EndReason], None],
         transport: str = "tls",
         remote: str = "",
+        replay_bytes: int = DEFAULT_REPLAY_BYTES,
+        control: SessionControl | None = None,
     ) -> None:
         self.id = session_id
         self.resume_token = resume_token
@@ -109,6 +127,9 @@ class Session:
         self.origin = Origin(transport)  # how the client reached us (resource URIs)
         self._on_end = on_end
         self.timer = SessionTimer(timers, timeout, notify_imminent, self._imminent, self._expired)
+        self.replay = ReplayBuffer(replay_bytes)
+        self.linger_timer: SessionTimer | None = None
+        self.control = control or SessionControl()  # what the session hook allows
         # The identity a forwarded request carries upstream, encoded once.
         self.identity = b'"_session":' + dump_json({"id": session_id, "user": info.user_id})
 
@@ -125,10 +146,16 @@ class Session:
         self.state = to
 
     def send(self, data: bytes) -> None:
-        """Write one encoded frame to the client, if it is connected."""
+        """Write one encoded frame to the client, or keep it for a resume.
+
+        With a connection, the connection numbers the notification when it writes
+        it (session/replay.py); without one (lingering), it is numbered and kept now.
+        """
         peer = self.peer
         if peer is not None:
             peer.send(data)
+        elif data[5] == _NOTIFICATION:
+            self.replay.append(data)
 
     def notify(self, message: tuple[int, int], body: dict[str, Any]) -> None:
         self.send(encode(Kind.NOTIFICATION, message[0], message[1], 0, body))
@@ -136,6 +163,35 @@ class Session:
     def touch(self) -> None:
         """Activity: restart the session timer."""
         self.timer.touch()
+
+    def linger(self, seconds: float) -> None:
+        """The connection dropped: wait ``seconds`` for a resume, then end (disconnected)."""
+        self.peer = None
+        if self.state is not State.ACTIVE:
+            return
+        if seconds <= 0:
+            self.end(EndReason.DISCONNECTED)
+            return
+        self._transition(State.LINGERING)
+        self.linger_timer = SessionTimer(
+            self.timer.queue, seconds, False, _no_notice, self._linger_expired
+        )
+
+    def attach(self, peer: Peer) -> None:
+        """A connection took the session (CreateSession's or a resume's): it is active."""
+        if self.state is State.LINGERING:
+            self._transition(State.ACTIVE)
+        self._stop_lingering()
+        self.peer = peer
+
+    def _stop_lingering(self) -> None:
+        timer, self.linger_timer = self.linger_timer, None
+        if timer is not None:
+            timer.cancel()
+
+    def _linger_expired(self) -> None:
+        self.linger_timer = None
+        self.end(EndReason.DISCONNECTED)
 
     def end(self, reason: EndReason, notify: bool = True) -> None:
         """End the session once, telling a connected client why (SessionTerminated).
@@ -146,8 +202,10 @@ class Session:
             return
         self._transition(State.CLOSED)
         self.timer.cancel()
+        self._stop_lingering()
         if notify and reason is not EndReason.DISCONNECTED:
             self.notify(SESSION_TERMINATED, {"reason": reason.value})
+        self.replay.clear()
         self._on_end(self, reason)
 
     def _imminent(self, seconds_left: float) -> None:
@@ -158,3 +216,7 @@ class Session:
         peer, self.peer = self.peer, None
         if peer is not None:
             peer.close()
+
+
+def _no_notice(seconds_left: float) -> None:
+    """The linger timer gives no imminent notice."""

@@ -101,6 +101,10 @@ class SessionTimer:
         queue.started()
         queue.wake(self._next_wake(), self)
 
+    @property
+    def queue(self) -> TimerQueue:
+        return self._queue
+
     def touch(self) -> None:
         """Restart the timeout from now."""
         self.deadline = self._queue.clock.seconds() + self.timeout

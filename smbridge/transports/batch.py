@@ -34,10 +34,13 @@ class WriteBatcher:
             self._clock.callLater(0, self.flush_all)
 
     def flush_all(self) -> None:
-        dirty, self._dirty = self._dirty, []
+        # What a flush marks (the sender releasing frames to connections) is flushed
+        # in this same turn: loop until nothing is dirty.
+        while self._dirty:
+            dirty, self._dirty = self._dirty, []
+            for conn in dirty:
+                conn.flush()
         self._scheduled = False
-        for conn in dirty:
-            conn.flush()
 
 
 class BatchedProtocol(TwistedProtocol):

@@ -31,6 +31,7 @@ from smbridge.sender.sender import Sender
 from smbridge.session.session import EndReason
 from smbridge.transports.batch import BatchedProtocol, WriteBatcher
 
+_NOTIFICATION = int(Kind.NOTIFICATION)
 MAX_UNREAD_SECONDS = 60.0  # a client paused this long is disconnected
 MAX_HELD_BYTES = 4 << 20  # bytes held for a paused client before it is disconnected
 ABORT_GRACE = 5.0  # seconds a stalled client gets to take its close before an abort
@@ -59,6 +60,45 @@ def transport_backlog(transport: object) -> int:
     return total
 
 
+KEEPALIVE_IDLE = 60  # seconds of silence before the kernel's first keepalive probe
+KEEPALIVE_INTERVAL = 10  # seconds between probes
+KEEPALIVE_COUNT = 6  # unanswered probes before the kernel drops the connection
+
+
+def enable_keepalive(transport: object) -> bool:
+    """Turn on TCP keepalive on the TCP transport under ``transport`` (TLS or not).
+
+    A peer that vanished without a FIN/RST (cable pulled, NAT state lost) is then
+    detected within about two minutes of silence and its session starts lingering.
+    Returns whether a TCP layer was found (at most three layers are searched).
+    """
+    import socket
+
+    layer: object = transport
+    for _ in range(3):
+        if layer is None:
+            return False
+        set_keepalive = getattr(layer, "setTcpKeepAlive", None)
+        if callable(set_keepalive):
+            set_keepalive(1)
+            handle = getattr(layer, "getHandle", lambda: None)()
+            options = (
+                ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
+                ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+                ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+            )
+            for name, value in options:
+                option = getattr(socket, name, None)
+                if option is not None and isinstance(handle, socket.socket):
+                    try:
+                        handle.setsockopt(socket.IPPROTO_TCP, option, value)
+                    except OSError:
+                        pass
+            return True
+        layer = getattr(layer, "transport", None)
+    return False
+
+
 if TYPE_CHECKING:
     from smbridge.router.router import Router
     from smbridge.session.session import Session
@@ -74,6 +114,8 @@ class ClientConnection(BatchedProtocol):
     _limited = False
     _guarded = False  # the memory safeguard is on (docs/sender.md)
     _held = 0  # bytes in _out while paused
+    sent_bytes = 0  # bytes written to the transport
+    sent_frames = 0
     _stall_call: IDelayedCall | None = None
     _abort_call: IDelayedCall | None = None
 
@@ -95,13 +137,20 @@ class ClientConnection(BatchedProtocol):
 
     # --- the send path (docs/sender.md) ----------------------------------------
     def _attach(self) -> None:
-        """Join the bridge's sender and become the transport's push producer."""
+        """Join the bridge's sender, become the transport's push producer, keep alive.
+
+        The tunnel calls this too once its handshake is done, so TCP keepalive is on
+        for every client socket (docs/lifecycle.md).
+        """
+        enable_keepalive(self.transport)
         self.sender = self.factory.sender
         self.sender.attach(self)
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
 
     def _update_mode(self) -> None:
-        if self._paused or self._limited or self._guarded:
+        if self._limited and not self._guarded:
+            self.send = self._send_limited  # type: ignore[method-assign]
+        elif self._paused or self._limited or self._guarded:
             self.send = self._send_slow  # type: ignore[method-assign]
         else:
             self.__dict__.pop("send", None)  # back to BatchedProtocol.send
@@ -127,6 +176,19 @@ class ClientConnection(BatchedProtocol):
         else:
             self.deliver(data)
 
+    def _send_limited(self, data: bytes) -> None:
+        """The limiter's path: while it is limiting, collect for the sender's turn-end."""
+        if not self.connected:
+            return
+        sender = self.sender
+        if not sender.scheduler.limiting:
+            sender.enqueue(self, data)
+            return
+        inbox = sender.inbox
+        if not inbox:
+            sender.collect()
+        inbox.append((self, data))
+
     def deliver(self, data: bytes) -> None:
         """Queue one released frame for the next write (held while paused)."""
         if not self.connected:
@@ -143,8 +205,69 @@ class ClientConnection(BatchedProtocol):
         self._out.append(data)
 
     def flush(self) -> None:
-        if not self._paused:
-            super().flush()
+        """Write what is queued (not while paused), numbering its notifications first.
+
+        The session's replay numbering follows the order frames reach the transport,
+        which is the order the client receives them (session/replay.py).
+        """
+        out = self._out
+        if out and self.connected and not self._paused:
+            self._out = []
+            self._account(out)
+            self._write(out)
+
+    def _account(self, out: list[bytes], number: bool = True) -> None:
+        """Count what is written (by frame header, for the per-priority figures, and for
+        this connection) and number the session's notifications (session/replay.py)."""
+        written = self.sender.written
+        session = self.session
+        replay = session.replay if session is not None and number else None
+        size = 0
+        for frame in out:
+            n = len(frame)
+            size += n
+            head = frame[5:10]
+            tally = written.get(head)
+            if tally is None:
+                tally = written[head] = [0, 0]
+            tally[0] += 1
+            tally[1] += n
+            if replay is not None and frame[5] == _NOTIFICATION:
+                replay.append(frame)
+        self.sent_bytes += size
+        self.sent_frames += len(out)
+
+    def _write(self, out: list[bytes]) -> None:
+        """Put frames on the transport (the tunnel wraps them in WebSocket messages)."""
+        self.transport.write(out[0] if len(out) == 1 else b"".join(out))  # type: ignore[union-attr]
+
+    def write_replayed(self, frames: list[bytes]) -> None:
+        """Write already-numbered frames (a resume's replay) after what is queued, now.
+
+        They skip the sender (and a pause: the replay is bounded by the session's
+        replay buffer) and are not numbered again.
+        """
+        if not self.connected:
+            return
+        out, self._out = self._out, []
+        self._account(out)
+        self._account(frames, number=False)
+        if out or frames:
+            self._write(out + frames)
+
+    def hand_back(self) -> None:
+        """The session leaves this connection: number what is still held for it.
+
+        Frames queued here or waiting in the sender were never written; the session
+        keeps them, numbered after everything written, for its replay on a resume.
+        """
+        session = self.session
+        held, self._out = self._out, []
+        sender = getattr(self, "sender", None)
+        if sender is not None:
+            held += sender.take_waiting(self)
+        if session is not None and held:
+            session.replay.extend(held)
 
     def held_bytes(self) -> int:
         """Bytes held for this client: queued for writing plus the transport's backlog."""
@@ -189,6 +312,7 @@ class ClientConnection(BatchedProtocol):
             "Client {remote} {why}: disconnecting",
             remote=self.remote,
             why=why,
+            session_id=self.session.id if self.session is not None else None,
             event="sender.client_stalled",
         )
         self._out = [
@@ -205,8 +329,6 @@ class ClientConnection(BatchedProtocol):
         session = self.session
         if session is not None:
             session.end(EndReason.UNEXPECTED, notify=False)
-        # A registered producer keeps loseConnection waiting for it: let go first.
-        self.transport.unregisterProducer()  # type: ignore[union-attr]
         self.close()
         self._abort_call = self.batcher.clock.callLater(self.factory.abort_grace, self._abort)
 
@@ -261,14 +383,28 @@ class ClientConnection(BatchedProtocol):
         self.close()
 
     def close(self) -> None:
-        """Write what is queued, then close."""
+        """Write what is queued (held frames too), then close.
+
+        The connection lets go of its transport as producer first: TLS shuts down
+        only once no producer is registered (``TLSMemoryBIOProtocol.loseConnection``).
+        """
         if self.connected:
+            self._resume_for_close()
             self.flush()
+            self.transport.unregisterProducer()  # type: ignore[union-attr]
             self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def _resume_for_close(self) -> None:
+        """Closing: what a pause held goes to the transport's buffer with the close."""
+        if self._paused:
+            self._paused = False
+            self._held = 0
+            self._cancel_stall()
+            self._update_mode()
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.connected = False
-        self._out = []
+        self.hand_back()
         self._cancel_stall()
         abort, self._abort_call = self._abort_call, None
         if abort is not None and abort.active():
@@ -294,7 +430,7 @@ class ClientConnectionFactory(Factory):
         self.router = router
         self.batcher = batcher
         self.max_frame = max_frame
-        self.sender = sender if sender is not None else Sender(batcher.clock)
+        self.sender = sender if sender is not None else Sender(batcher.clock, batcher=batcher)
         self.max_unread_seconds = max_unread_seconds
         self.max_held_bytes = max_held_bytes
         self.abort_grace = abort_grace

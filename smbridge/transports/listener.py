@@ -4,9 +4,15 @@ The first byte decides. ``0x16`` is a TLS handshake record: the connection is
 wrapped in a TLS protocol fed with that first chunk. Anything else is clear text,
 served only when the configuration allows it; otherwise the client gets an
 ``error`` frame ``tls-required`` and the connection is closed.
+
+Before any of that, the connection guard (:mod:`smbridge.transports.guard`) may
+refuse a new connection: ``buildProtocol`` returns ``None`` and Twisted closes the
+socket at once, before a byte is read or written (so no TLS work is done).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.protocol import Factory, Protocol
@@ -16,6 +22,7 @@ from twisted.python.failure import Failure
 
 from smbridge.codec import encode_error
 from smbridge.transports.connection import ClientConnectionFactory
+from smbridge.transports.guard import ConnectionGuard
 
 TLS_HANDSHAKE = 0x16
 
@@ -79,10 +86,40 @@ class SniffingFactory(Factory):
         app: ClientConnectionFactory,
         tls_options: IOpenSSLServerConnectionCreator,
         allow_cleartext: bool = False,
+        guard: ConnectionGuard | None = None,
     ) -> None:
         self.app = app
         self.tls = TLSMemoryBIOFactory(tls_options, False, app)
         self.allow_cleartext = allow_cleartext
+        self.guard = guard
 
-    def buildProtocol(self, addr: object) -> SniffingProtocol:
+    def buildProtocol(self, addr: object) -> SniffingProtocol | None:
+        if not admitted(self.guard, addr):
+            return None
         return SniffingProtocol(self)
+
+
+def admitted(guard: ConnectionGuard | None, addr: object) -> bool:
+    """Whether the guard (if any) lets a connection from ``addr`` proceed."""
+    if guard is None:
+        return True
+    return guard.admit(str(getattr(addr, "host", "")))
+
+
+class GuardedFactory(Factory):
+    """Any listener's factory behind the guard (e.g. a directly exposed WebSocket port)."""
+
+    def __init__(self, wrapped: Factory, guard: ConnectionGuard) -> None:
+        self.wrapped = wrapped
+        self.guard = guard
+
+    def doStart(self) -> None:
+        self.wrapped.doStart()
+
+    def doStop(self) -> None:
+        self.wrapped.doStop()
+
+    def buildProtocol(self, addr: Any) -> Any:
+        if not admitted(self.guard, addr):
+            return None
+        return self.wrapped.buildProtocol(addr)

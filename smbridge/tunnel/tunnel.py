@@ -139,12 +139,8 @@ class WebSocketConnection(ClientConnection):
         self.factory.connections.add(self)
         self._attach()
 
-    def flush(self) -> None:
-        out = self._out
-        if out and self.connected and not self._paused:
-            self._out = []
-            if self.ws.state != self.ws.STATE_OPEN:
-                return
+    def _write(self, out: list[bytes]) -> None:
+        if self.ws.state == self.ws.STATE_OPEN:
             parts: list[bytes] = []
             for frame in out:
                 parts.append(frame_header(len(frame)))
@@ -163,7 +159,10 @@ class WebSocketConnection(ClientConnection):
     def close(self) -> None:
         """Write what is queued, then start the closing handshake."""
         if self.connected and self.ws.state == self.ws.STATE_OPEN:
+            self._resume_for_close()
             self.flush()
+            if self.transport is not None:
+                self.transport.unregisterProducer()  # type: ignore[attr-defined]  # wss: TLS
             if self._close_code == CLOSE_NORMAL:
                 self.ws.sendClose(CLOSE_NORMAL)
             else:  # sendClose() accepts only 1000 and 3000..4999
