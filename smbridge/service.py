@@ -73,10 +73,13 @@ class BridgeService(MultiService):
             config.switchover_mode,
             pinned=str(config.notifier) if config.switchover_mode == PINNED else None,
         )
+        registration = config.identity.registration()
+        if config.switchover_mode == PINNED:
+            registration["pinned"] = True  # a backup takes it too (docs/switchover.md)
         self.upstream = UpstreamConnector(
             reactor,
             endpoints,
-            config.identity.registration(),
+            registration,
             self.batcher,
             ", ".join(str(a) for a in config.notifiers),
             config.max_frame,
@@ -133,6 +136,7 @@ class BridgeService(MultiService):
         self.tunnel: TunnelService | None = None
         if config.ws_port is not None or config.wss_port is not None:
             self.tunnel = self._tunnel_service()
+            self.tunnel.guard = self.guard
             self.tunnel.setServiceParent(self)  # type: ignore[no-untyped-call]
 
     def _tunnel_service(self) -> TunnelService:

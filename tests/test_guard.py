@@ -360,3 +360,30 @@ class GuardOverSockets(TestCase):
         for p in admitted:
             p.transport.loseConnection()
             yield p.lost
+
+    @defer.inlineCallbacks
+    def test_the_websocket_tunnel_listener_is_guarded_too(self) -> Any:
+        """Limit 2 over the TLS and wss ports together: the third, on wss, gets nothing."""
+        from smbridge.testing import poll, start_site
+
+        work = Path(tempfile.mkdtemp(prefix="smbridge-guard-ws-"))
+        site = yield start_site(
+            reactor, work, own_subnets=OWN, guard_limit=2, guard_window=600.0, wss_port=0
+        )
+        self.addCleanup(site.stop)
+        tls = TCP4ClientEndpoint(reactor, "127.0.0.1", site.client_port)
+        wss = TCP4ClientEndpoint(reactor, "127.0.0.1", site.wss_port)
+        admitted = [
+            (yield tls.connect(Factory.forProtocol(Recorder))),
+            (yield wss.connect(Factory.forProtocol(Recorder))),
+        ]
+        yield poll(lambda: all(p.received for p in admitted), deadline=20)
+        self.assertEqual({p.received[:1] for p in admitted}, {b"\x16"})
+        third = yield wss.connect(Factory.forProtocol(Recorder))
+        yield third.lost
+        self.assertEqual(third.received, b"")
+        counters = site.bridge.router.counters
+        self.assertEqual(counters.get("connections_refused", reason="guard"), 1)
+        for p in admitted:
+            p.transport.loseConnection()
+            yield p.lost

@@ -153,7 +153,7 @@ class ThroughNginx(TestCase):
         kept = yield self.connect()
         yield kept.logon("agent2", "demo")
         kept_idle_since = time.monotonic()
-        factory = self.site.bridge.tunnel.wss.factory.wrappedFactory
+        factory = self.site.bridge.tunnel.factories["wss"]
         factory.setProtocolOptions(autoPingInterval=0, autoPingTimeout=0)  # new ones: no pings
         quiet = yield self.connect()
         yield quiet.logon("agent3", "demo")

@@ -30,6 +30,17 @@ def test_backup_refuses_registration_naming_the_primary() -> None:
     assert n.bridges == {}
 
 
+def test_backup_takes_a_bridge_pinned_to_it_and_tells_it_the_role() -> None:
+    """A pinned bridge registers on the backup; the answer says backup (it will redirect)."""
+    n = Notifier(demo_site(), Clock())
+    n.pair = Pair(Clock(), BACKUP, "10.0.0.1:5597")
+    answer = n.register({"name": "sm2", "pinned": True}, FakeSubscriber())
+    assert answer["cic"]["role"] == BACKUP
+    assert "sm2" in n.bridges
+    with pytest.raises(NotPrimary):
+        n.register({"name": "sm3", "pinned": "yes"}, FakeSubscriber())  # only true pins
+
+
 def test_primary_answers_its_current_role_in_register_and_state() -> None:
     """Register and the state report the role in force, which follows role changes."""
     n = Notifier(demo_site(), Clock())

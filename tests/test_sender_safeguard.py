@@ -180,3 +180,25 @@ def test_held_bytes_count_the_limiters_queues_too():
     assert sender.scheduler.queued_bytes == 90000
     assert sender.check_memory() == 90000 and not sender.safeguard_active
     sender.stop()
+
+
+def test_suppression_is_logged_once_per_session_and_safeguard_episode():
+    """The first suppressed frame of a session logs sender.suppressing; the rest do not."""
+    events: list[dict] = []
+
+    def observe(e: dict) -> None:
+        if e.get("event") == "sender.suppressing":
+            events.append(e)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        h, factory, conn, transport = setup()
+        h.clock.advance(MEMORY_CHECK_SECONDS)
+        assert factory.sender.safeguard_active
+        for _ in range(3):
+            conn.send(frame(Kind.NOTIFICATION, DIRECTORY_CHANGED, 3000, name="d"))
+        received(h, transport)
+        assert len(events) == 1 and events[0]["remote"] == conn.remote
+        assert "session_id" in events[0]
+    finally:
+        globalLogPublisher.removeObserver(observe)

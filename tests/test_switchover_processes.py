@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import yaml
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
@@ -19,7 +20,7 @@ from smbridge.client import connect
 from smbridge.config import BridgeConfig, NotifierAddress, TLSFiles
 from smbridge.router.router import BridgeIdentity
 from smbridge.service import BridgeService
-from smbridge.testing import SwitchoverWatcher, http_json, poll
+from smbridge.testing import SwitchoverWatcher, TwistdProcess, http_json, poll
 
 SESSIONS = 200  # over the 50 demo agents, four sessions each
 
@@ -30,7 +31,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class NotifierProcesses(TestCase):
+class PairProcesses(TestCase):
+    """Two ``twistd notifier`` processes of a pair, started by the test (``_spawn``)."""
+
     timeout = 120
 
     def setUp(self) -> None:
@@ -40,14 +43,14 @@ class NotifierProcesses(TestCase):
         self.control = {side: _free_port() for side in "ab"}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def _spawn(self, side: str, role: str) -> None:
+    def _spawn(self, side: str, role: str, site: Path | None = None) -> None:
         peer = "b" if side == "a" else "a"
         args = [
             sys.executable,
             "-m",
             "twisted",
             "notifier",
-            "--demo",
+            f"--site={site}" if site is not None else "--demo",
             "--interface=127.0.0.1",
             f"--port={self.link[side]}",
             f"--control=tcp:{self.control[side]}:interface=127.0.0.1",
@@ -108,6 +111,8 @@ class NotifierProcesses(TestCase):
         code, answer = yield http_json(reactor, "POST", url, payload)
         self.assertEqual((code, answer["delivered"]), (200, 1))
 
+
+class NotifierProcesses(PairProcesses):
     @defer.inlineCallbacks
     def _switched(self, count: int, side: str, tag: str) -> Any:
         yield poll(lambda: all(w.completed() >= count for w in self.watchers), deadline=30)
@@ -183,3 +188,118 @@ class NotifierProcesses(TestCase):
             self.assertLessEqual(set(w.outcomes), {"ok", "upstream-unavailable"}, w.user)
             phases = [s["phase"] for s in w.switchovers]
             self.assertEqual((phases.count("started"), phases.count("completed")), (3, 3))
+
+
+class BackupSideRedirect(PairProcesses):
+    """A bridge pinned to the backup CIC server redirects every logon, primary side first."""
+
+    timeout = 90
+
+    def _bridge(self, name: str, kind: str, sides: str, pinned: bool) -> int:
+        """A ``twistd smbridge`` process; returns its admin port."""
+        admin = _free_port()
+        args = ["smbridge", "--name", name, "--fqdn", "localhost", "--kind", kind]
+        args += ["--location", "Indianapolis", "--notifier-name", "localhost"]
+        for side in sides:
+            args += ["--notifier", f"127.0.0.1:{self.link[side]}"]
+        if pinned:
+            args += ["--switchover-mode", "pinned"]
+        args += ["--port", str(self.ports[name]), "--interface", "127.0.0.1"]
+        args += ["--admin-port", str(admin), "--ws-port", "off", "--wss-port", "off"]
+        args += ["--work-path", str(self.work)]
+        process = TwistdProcess(self.work, args, log_name=f"{name}.log")
+        self.addCleanup(process.kill)
+        return admin
+
+    @defer.inlineCallbacks
+    def _status(self, admin: int) -> Any:
+        try:
+            code, status = yield http_json(reactor, "GET", f"http://127.0.0.1:{admin}/api/status")
+        except Exception:
+            return None
+        return status if code == 200 else None
+
+    @defer.inlineCallbacks
+    def _until(self, admin: int, check: Any, what: str) -> Any:
+        for _ in range(400):  # bounded: 400 x 0.05 s
+            status = yield self._status(admin)
+            if status is not None and check(status):
+                return status
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        raise AssertionError(f"never {what}: {status}")
+
+    @defer.inlineCallbacks
+    def test_backup_side_bridge_redirects_until_its_server_is_primary(self) -> Any:
+        """sm2 on cic-b (backup) redirects to sm1; after a switchover sm2 takes logons itself."""
+        from smbridge.client import logon_anywhere
+        from smbridge.client.discovery import default_dial
+        from smbridge.client.protocol import ClientError
+        from smbridge.notifier.demo import demo_site_dict
+
+        self.ports = {"sm1": _free_port(), "sm2": _free_port()}
+        data = demo_site_dict()
+        data["bridges"] = [
+            {"name": "sm1", "fqdn": "localhost", "kind": "off-server",
+             "location": "Indianapolis", "ports": {"tls": self.ports["sm1"]}},
+            {"name": "sm2", "fqdn": "localhost", "kind": "on-server",
+             "location": "Indianapolis", "ports": {"tls": self.ports["sm2"]}},
+        ]  # fmt: skip
+        site = self.work / "site.yaml"
+        site.write_text(yaml.safe_dump(data))
+        self._spawn("a", "primary", site)
+        self._spawn("b", "backup", site)
+        yield self._wait_role("a", "primary")
+        yield self._wait_role("b", "backup")
+        admin1 = self._bridge("sm1", "off-server", "ab", pinned=False)
+        admin2 = self._bridge("sm2", "on-server", "b", pinned=True)
+        yield self._until(admin1, lambda s: s["accepting"], "sm1 accepting")
+        status = yield self._until(
+            admin2, lambda s: s["notifier"]["state"] == "up", "sm2 registered on cic-b"
+        )
+        self.assertEqual(status["notifier"]["cic"], {"name": "cic-b", "role": "backup"})
+        self.assertEqual((status["accepting"], status["acceptReason"]), (False, "backup"))
+
+        dial = default_dial(reactor, "localhost", self.files.ca)
+        dialed: list[Any] = []
+
+        def recording(target: dict[str, Any]) -> Any:
+            dialed.append(target["name"] or target["port"])
+            return dial(target)
+
+        typed = f"tls://localhost:{self.ports['sm2']}"
+        logon: dict[str, Any] = {"ca": self.files.ca, "dial": recording}
+        client, reply = yield logon_anywhere(reactor, typed, "agent1", "demo", **logon)
+        self.addCleanup(client.close)
+        self.assertEqual(reply["server"]["name"], "sm1")  # redirected: backup side
+        self.assertEqual(dialed, [self.ports["sm2"], "sm1"])
+        with self.assertRaises(ClientError) as failed:  # a wrong password stays a failure
+            yield logon_anywhere(reactor, typed, "agent1", "wrong", **logon)
+        self.assertEqual(failed.exception.code, "logon-failed")
+        status = yield self._status(admin2)
+        self.assertEqual(status["sessions"]["total"], 0)
+
+        url = f"http://127.0.0.1:{self.control['a']}/api/switchover"
+        code, answer = yield http_json(reactor, "POST", url, {})
+        self.assertEqual((code, answer["peerTold"]), (200, True))
+        yield self._wait_role("b", "primary")
+        # sm2's link was dropped; it registered again and reads cic-b's new role. It is
+        # an on-server bridge now on the primary: it redirects only while an off-server
+        # one (sm1, which followed the primary to cic-b) is available, and accepts
+        # everyone in accept mode "all".
+        yield self._until(
+            admin2,
+            lambda s: (
+                s["notifier"]["cic"] == {"name": "cic-b", "role": "primary"}
+                and s["acceptReason"] == "off-server-available"
+            ),
+            "sm2 on the primary, behind the available off-server sm1",
+        )
+        code, _ = yield http_json(
+            reactor, "POST", f"http://127.0.0.1:{admin2}/api/mode", {"accept": "all"}
+        )
+        self.assertEqual(code, 200)
+        dialed.clear()
+        other, reply = yield logon_anywhere(reactor, typed, "agent2", "demo", **logon)
+        self.addCleanup(other.close)
+        self.assertEqual(reply["server"]["name"], "sm2")
+        self.assertEqual(dialed, [self.ports["sm2"]])

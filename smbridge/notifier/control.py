@@ -1,7 +1,8 @@
 """The reference Notifier's HTTP control API (JSON in and out, localhost by default).
 
 Tests, demos and benchmarks drive the Notifier through it: read its state,
-publish an event on a topic, change the traffic settings and server parameters. Errors are JSON too,
+publish an event on a topic, change the traffic settings and server parameters,
+replace the whole site (``PUT /api/site``, notifier/replace.py). Errors are JSON too,
 ``{"error": "..."}`` with 400 (bad input), 404 (no such path or topic) or 405
 (wrong method), so scripts never have to parse HTML. See docs/site-file.md.
 """
@@ -12,6 +13,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import yaml
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -21,6 +23,9 @@ from smbridge.codec.frames import MAX_EVENT_ID
 from smbridge.errors import BadRequest, NotFound
 from smbridge.notifier.model import Notifier
 from smbridge.notifier.pair import ROLES
+from smbridge.notifier.replace import replace_site
+from smbridge.notifier.site import SiteError
+from smbridge.notifier.site_parse import parse_site
 from smbridge.notifier.traffic import Traffic, checked_settings
 from smbridge.notifier.trust import CertificateTrust
 
@@ -48,6 +53,17 @@ def _int(body: dict[str, Any], key: str, low: int, high: int) -> int:
     return value
 
 
+def _site_body(raw: bytes) -> dict[str, Any]:
+    """A site file's content: YAML, or JSON (which YAML reads as well)."""
+    try:
+        body = yaml.safe_load(raw.decode("utf-8")) if raw.strip() else None
+    except (UnicodeDecodeError, yaml.YAMLError) as e:
+        raise HTTPError(400, f"the body is not a YAML or JSON site: {e}") from e
+    if not isinstance(body, dict):
+        raise HTTPError(400, "the body must be a site (a YAML or JSON mapping)")
+    return body
+
+
 class ControlResource(Resource):
     """``/api/state``, ``/api/publish``, ``/api/traffic``, ``/api/parameters`` (one leaf)."""
 
@@ -68,6 +84,7 @@ class ControlResource(Resource):
             "/api/bridges/retire": (b"POST", self.post_retire, True),
             "/api/bridges/accept": (b"POST", self.post_accept, True),
             "/api/certificates": (b"GET", self.get_certificates, False),
+            "/api/site": (b"PUT", self.put_site, True),
         }
 
     def render(self, request: Request) -> bytes | int:
@@ -115,6 +132,8 @@ class ControlResource(Resource):
     @staticmethod
     def _body(request: Request) -> dict[str, Any]:
         raw = request.content.read() if request.content is not None else b""
+        if request.path.rstrip(b"/") == b"/api/site":
+            return _site_body(raw)
         try:
             body = json.loads(raw or b"{}")
         except ValueError as e:
@@ -161,6 +180,14 @@ class ControlResource(Resource):
             raise HTTPError(400, str(e)) from e
         self.traffic.configure(**changes)
         return self.traffic.settings()
+
+    def put_site(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Replace the running site (docs/site-file.md): checked whole, else nothing changes."""
+        try:
+            site = parse_site(body)
+        except SiteError as e:
+            raise HTTPError(400, str(e)) from e
+        return replace_site(self.notifier, site)
 
     def post_parameters(self, body: dict[str, Any]) -> dict[str, Any]:
         """Set (a string) or remove (null) server parameters; answer them all."""

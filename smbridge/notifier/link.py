@@ -158,7 +158,7 @@ class NotifierLink(Protocol):
         registered = self.notifier.is_registered(self)
         if key == LINK_REGISTER:
             if self.notifier.trust is not None and not registered:
-                self.notifier.pair.check_register()
+                self.notifier.pair.check_register(pinned=body.get("pinned") is True)
                 der, subject = self._peer_certificate()
                 self.notifier.trust.check(der, subject, self.notifier.clock.seconds())
             return self.notifier.register(body, self, peer=self.peer)

@@ -279,9 +279,10 @@ class Notifier:
     ) -> dict[str, Any]:
         """Record a bridge that registered on ``link``; return the Register answer.
 
-        The backup of a pair refuses with ``not-primary`` naming the primary.
+        The backup of a pair refuses with ``not-primary`` naming the primary, unless
+        the bridge is pinned to this server (``pinned: true``).
         """
-        self.pair.check_register()
+        self.pair.check_register(pinned=bridge_info.get("pinned") is True)
         self.registry.register(bridge_info, link, peer)
         self.push_roster(skip=link)  # the registering bridge gets it in the answer
         return {
@@ -329,10 +330,13 @@ class Notifier:
         link = self.registry.link_of(name)
         link.send_event(0, encode(Kind.NOTIFICATION, *LINK_SET_ACCEPT, 0, {"accept": accept}))
 
-    def push_roster(self, skip: Subscriber | None = None) -> None:
-        """Send RosterChanged to every registered bridge (but ``skip``) if the roster changed."""
+    def push_roster(self, skip: Subscriber | None = None, force: bool = False) -> None:
+        """Send RosterChanged to every registered bridge (but ``skip``) if the roster changed.
+
+        ``force``: send it even so (the selection rules may have changed).
+        """
         roster = self.roster()
-        if roster == self._pushed_roster:
+        if roster == self._pushed_roster and not force:
             return
         self._pushed_roster = roster
         raw = encode(

@@ -2,7 +2,8 @@
 
 A pair is two Notifiers, each told the other's link address (``--peer``). The
 primary accepts bridges; the backup refuses every Register with ``not-primary``
-naming the primary, so a bridge given both addresses finds its way. Roles swap
+naming the primary, so a bridge given both addresses finds its way, except from a
+bridge pinned to it, which it takes and which then redirects its clients. Roles swap
 on ``POST /api/switchover`` (on either side: it changes its own role and tells
 the peer through ``tell_peer``), and the backup takes over by itself when the
 primary has not answered a liveness probe for ``detection`` seconds (a crash).
@@ -66,9 +67,14 @@ class Pair:
         self._probing = False
 
     # --- what the link asks --------------------------------------------------------
-    def check_register(self) -> None:
-        """Raise :class:`NotPrimary` (naming the primary) while this side is the backup."""
-        if self.role == BACKUP:
+    def check_register(self, pinned: bool = False) -> None:
+        """Raise :class:`NotPrimary` (naming the primary) while this side is the backup.
+
+        A bridge pinned to this server (``--switchover-mode pinned``, the note's WAN
+        switchover) is let in whatever the role: it learns the role from the answer
+        and, on the backup, redirects every logon (PROTOCOL §4.3).
+        """
+        if self.role == BACKUP and not pinned:
             raise NotPrimary(
                 "this Notifier is the backup; register with the primary",
                 primary=self.peer,

@@ -30,7 +30,7 @@ from smbridge.listening import ListenerService
 from smbridge.notifier.control import control_site
 from smbridge.notifier.link import NotifierLinkFactory
 from smbridge.notifier.model import Notifier
-from smbridge.notifier.pair import BACKUP, Pair
+from smbridge.notifier.pair import Pair
 from smbridge.notifier.peer import PeerClient
 from smbridge.notifier.resources import resource_site
 from smbridge.notifier.site import Site
@@ -153,9 +153,12 @@ class NotifierService(MultiService):
         return pair
 
     def _role_changed(self, role: str) -> None:
-        """The backup serves no bridge: close their links so they find the primary."""
-        if role == BACKUP:
-            self._links.drop_all()
+        """Close the bridges' links: followers find the primary, pinned ones learn the role.
+
+        A bridge pinned to this server registers again and reads the new role in
+        the answer (on the backup it redirects; on the primary it accepts again).
+        """
+        self._links.drop_all()
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]

@@ -83,6 +83,7 @@ class Sender:
         self.queue_snapshot: Callable[[str], dict[str, Any] | None] = lambda name: None
         self.suppressed = {p.value: {"frames": 0, "bytes": 0} for p in Priority}
         self._suppressed_by: dict[Receiver, list[int]] = {}  # [frames, bytes] per receiver
+        self._suppressing: set[Receiver] = set()  # receivers logged this safeguard episode
         # What connections wrote, limiter on or off: [frames, bytes] by frame header
         # (kind, objectType, eventId); classified only when read (``written_by_priority``).
         self.written: dict[bytes, list[int]] = {}
@@ -105,6 +106,7 @@ class Sender:
         self.scheduler.forget(receiver)
         self._suspended.pop(receiver, None)
         self._suppressed_by.pop(receiver, None)
+        self._suppressing.discard(receiver)
         for key in [k for k in self._unreported if k[0] is receiver]:
             del self._unreported[key]
         if not self.receivers and not self.safeguard_active:
@@ -281,6 +283,7 @@ class Sender:
 
     def _recover(self, held: int) -> None:
         self.safeguard_active = False
+        self._suppressing.clear()
         self.log.info(
             "Memory safeguard off: {held} bytes held for sending, limit {limit}",
             held=held,
@@ -326,6 +329,15 @@ class Sender:
         mine = self._suppressed_by.get(receiver)
         if mine is None:
             mine = self._suppressed_by[receiver] = [0, 0]
+        if receiver not in self._suppressing:
+            self._suppressing.add(receiver)  # logged once per session and safeguard episode
+            session = getattr(receiver, "session", None)
+            self.log.warn(
+                "Suppressing large frames for session {session_id} ({remote}) for now",
+                session_id=getattr(session, "id", None),
+                remote=getattr(receiver, "remote", ""),
+                event="sender.suppressing",
+            )
         mine[0] += 1
         mine[1] += len(data)
         kind = data[5]

@@ -38,6 +38,8 @@ from smbridge.codec import BadFrame
 from smbridge.config import TunnelSettings
 from smbridge.listening import ListenerService
 from smbridge.transports.connection import ClientConnection, ClientConnectionFactory
+from smbridge.transports.guard import ConnectionGuard
+from smbridge.transports.listener import GuardedFactory
 from smbridge.tunnel.route import (
     ALIAS_MAP_PARAMETER,
     AliasMap,
@@ -359,20 +361,31 @@ class TunnelService(MultiService):
         self._wss_endpoint = wss  # built at start: it reads the certificate
         self.ws: ListenerService | None = None
         self.wss: ListenerService | None = None
+        # The connection guard the TLS listener has too (set by the bridge; None: none).
+        self.guard: ConnectionGuard | None = None
+        self.factories: dict[str, TunnelFactory] = {}
         self.has_nvx: bool = bool(autobahn_ws.HAS_NVX)
         self.uses_nvx: bool = bool(autobahn_ws.USES_NVX)
 
     def factory(self, scheme: str) -> TunnelFactory:
-        return TunnelFactory(self.app, self.names, scheme, self.settings, self.reactor)
+        """The WebSocket factory of one listener (kept in ``factories`` by scheme)."""
+        factory = TunnelFactory(self.app, self.names, scheme, self.settings, self.reactor)
+        self.factories[scheme] = factory
+        return factory
+
+    def _guarded(self, factory: Any) -> Any:
+        """``factory`` behind the connection guard (refused before any TLS or HTTP work)."""
+        return factory if self.guard is None else GuardedFactory(factory, self.guard)
 
     def startService(self) -> None:
         self._log_nvx()
         if self._ws_endpoint is not None:
-            self.ws = ListenerService("ws-listener", self._ws_endpoint, self.factory("ws"), False)
+            ws = self._guarded(self.factory("ws"))
+            self.ws = ListenerService("ws-listener", self._ws_endpoint, ws, False)
             self.ws.setServiceParent(self)  # type: ignore[no-untyped-call]
         if self._wss_endpoint is not None:
             endpoint, options = self._wss_endpoint()
-            tls = TLSMemoryBIOFactory(options, False, self.factory("wss"))
+            tls = self._guarded(TLSMemoryBIOFactory(options, False, self.factory("wss")))
             self.wss = ListenerService("wss-listener", endpoint, tls, False)
             self.wss.setServiceParent(self)  # type: ignore[no-untyped-call]
         super().startService()  # type: ignore[no-untyped-call]
