@@ -202,11 +202,27 @@ def resume_latency(reactor: Any, rounds: int) -> Any:
             else:
                 round_trips.append(answered - sent)
                 reconnects.append(answered - started)
+        # The reference, in the same run: what a client without resume does after a
+        # drop (dial, CreateSession, WatchQueue to restore its view).
+        fresh: list[float] = []
+        for _ in range(max(1, rounds // 4)):
+            started = time.perf_counter()
+            other = Client(reactor, site.client_port, site.pki.ca)
+            proto = yield other.dial()
+            yield proto.request(*c.CREATE_SESSION, {"user": "agent2", "password": "demo"})
+            yield proto.request(*c.WATCH_QUEUE, {"queue": "Sales"})
+            fresh.append(time.perf_counter() - started)
+            yield proto.request(*c.DESTROY_SESSION, {})
+            yield proto.close()
+        reconnect_p50 = _percentiles(reconnects)["p50"]
+        fresh_p50 = _percentiles(fresh)["p50"]
         return {
             "rounds": rounds,
             "resumeRoundTripMs": _percentiles(round_trips),
             "reconnectAndResumeMs": _percentiles(reconnects),
             "reconnectResumeAndReplay50Ms": _percentiles(with_replay),
+            "reconnectAndFreshLogonMs": _percentiles(fresh),
+            "resumeOverFreshLogonP50": round(reconnect_p50 / fresh_p50, 2),
         }
     finally:
         yield site.stop()

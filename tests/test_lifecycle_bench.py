@@ -32,3 +32,6 @@ def test_quick_lifecycle_bench_writes_results():
     for figure in ("resumeRoundTripMs", "reconnectAndResumeMs", "reconnectResumeAndReplay50Ms"):
         assert resume[figure]["samples"] == 20
         assert 0 < resume[figure]["p50"] <= resume[figure]["p99"]
+    reference = resume["reconnectAndFreshLogonMs"]  # measured in the same run
+    assert reference["samples"] == 10 and reference["p50"] > 0
+    assert resume["resumeOverFreshLogonP50"] > 0
