@@ -7,9 +7,9 @@ with ports picked by the kernel (read back from their logs). Clients type the CI
 host (``tls://localhost:<on's port>``) and use :func:`smbridge.client.logon_anywhere`
 or the client's :class:`~smbridge.client.keeper.SessionKeeper`.
 
-Not here: the backup-side redirect. The reference Notifier's backup refuses every
-Register (``not-primary``), so no bridge process ever holds ``cic.role: backup``;
-that row of the accept table is tested at the router (tests/test_accept.py).
+The backup-side redirect needs a Notifier pair; it runs with real processes in
+tests/test_switchover_processes.py (``BackupSideRedirect``: a bridge pinned to the
+backup CIC server).
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ from smbridge.counters import Counters
 from smbridge.errors import BadRequest, NoSession, ProtocolError
 from smbridge.resources import NoResources, ResourceProvider
 from smbridge.roster.accept import ACCEPT_MODES, Decision, decide
-from smbridge.roster.drain import migrate_frame
+from smbridge.roster.drain import migrate_frame, roster_for
 from smbridge.roster.selection import Resolved, RuleError, order_roster, parse_rules, rule_for_user
 from smbridge.router.directory import Directories
 from smbridge.router.fanout import FanOut
@@ -562,16 +562,9 @@ class Router:
         reason: shutdown} so its client moves without a logon prompt; the others get
         SessionTerminated {shutdown}.
         """
-        roster = self.upstream.registered.get("roster", [])
-        others = [
-            e
-            for e in roster
-            if isinstance(e, dict) and e.get("name") != self.identity.name and e.get("available")
-        ]
         migrated = terminated = 0
         for session in self.registry:
-            groups = order_roster(others, self.user_rule(session.info.location), (), self.rng)
-            targets = [e for g in groups for e in g]
+            targets = roster_for(self, session)
             if targets:
                 session.send(migrate_frame(targets, "shutdown"))
                 session.end(EndReason.SHUTDOWN, notify=False)
