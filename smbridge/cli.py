@@ -25,6 +25,7 @@ from twisted.internet.task import react
 
 from smbridge import __version__
 from smbridge.client import BridgeClient, ClientError, connect, parse_bridge_uri
+from smbridge.client.keeper import KeeperEvent, SessionKeeper
 from smbridge.client.ws import DEFAULT_CLIENT_TYPE
 from smbridge.codec import Frame
 from smbridge.codec.catalog import CREATE_SESSION, GET_DIRECTORY, GET_RESOURCE_URI, WATCH_QUEUE
@@ -94,6 +95,12 @@ def _add_client(commands: Any) -> None:
     p.add_argument("--session-timeout", type=int, metavar="SECONDS")
     p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="connect timeout")
     p.add_argument("--json", action="store_true", help="print JSON lines")
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="stay logged on: resume after a dropped connection, log on again by the"
+        " roster, follow Migrate (tls:// and tcp:// only; docs/client.md)",
+    )
     p.set_defaults(handler=_client_command)
 
 
@@ -112,6 +119,11 @@ def _client_command(args: argparse.Namespace) -> None:
         parse_bridge_uri(args.uri)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+    if args.keep and parse_bridge_uri(args.uri).websocket:
+        raise argparse.ArgumentTypeError(
+            "--keep needs a tls:// or tcp:// URI: through a WebSocket proxy the roster's"
+            " bridges cannot be reached"
+        )
     args.queues = [queue_name(w) for w in args.watch]
     args.downloads = [download_spec(d) for d in args.download]
     args.password = resolve_password(args.password, args.password_file, os.environ)
@@ -216,6 +228,22 @@ class Printer:
             {"kind": kind, "path": path, "uri": uri, "bytes": size, "file": str(saved)},
         )
 
+    def keeper_event(self, event: KeeperEvent) -> None:
+        """What ``--keep`` did about the connection (resumed, logged on again, moved)."""
+        server = (event.server or {}).get("name", "?")
+        text = {
+            "disconnected": "connection lost: resuming",
+            "resumed": f"resumed session {event.session_id} on {server}"
+            + (" (gap: views refreshed)" if event.gap else ""),
+            "relogged": f"logged on again: session {event.session_id} on {server}",
+            "migrated": f"moved to {server}: session {event.session_id}",
+            "resynchronised": f"views refreshed ({event.reason})",
+            "ended": f"session ended: {event.reason}",
+        }.get(event.kind, event.kind)
+        payload = {"kind": event.kind, "reason": event.reason, "sessionId": event.session_id,
+                   "server": event.server, "gap": event.gap}  # fmt: skip
+        self._emit(text, f"keeper.{event.kind}", (0, 0), payload)
+
     def notification(self, name: str, frame: Frame) -> None:
         body = frame.parsed()
         text = f"{name} {json.dumps(body, separators=(',', ':'), ensure_ascii=False)}"
@@ -247,6 +275,9 @@ async def run_client(
     ``on_signals(reactor, stop)`` arranges for ``stop(signal_name)`` to be called on
     SIGINT/SIGTERM; tests pass their own to stop the client without real signals.
     """
+    if getattr(args, "keep", False):
+        await run_kept(reactor, args, on_signals)
+        return
     printer = Printer(args.json)
     stop: Deferred[str] = Deferred()
 
@@ -309,6 +340,67 @@ async def run_client(
         _fail(f"session terminated by the bridge: {client.terminated_reason}")
     else:
         _fail("the bridge closed the connection")
+
+
+async def run_kept(
+    reactor: Any,
+    args: argparse.Namespace,
+    on_signals: Callable[[Any, Callable[[str], None]], None] = _on_signals,
+) -> None:
+    """``--keep``: the same, through a SessionKeeper that outlives connections.
+
+    Resumes, fresh logons and migrations are printed as they happen; the watches
+    come back by themselves. Ends (exit 0) on SIGINT/SIGTERM after logging off, or
+    (exit 1) when the keeper gives up: the session was ended by the bridge, the
+    password stopped working, or no bridge would take the session.
+    """
+    printer = Printer(args.json)
+    stop: Deferred[str] = Deferred()
+
+    def request_stop(why: str) -> None:
+        if not stop.called:
+            stop.callback(why)
+
+    reactor.callWhenRunning(on_signals, reactor, request_stop)
+    keeper = SessionKeeper(
+        reactor,
+        args.uri,
+        args.user,
+        args.password,
+        ca=args.ca,
+        station=args.station,
+        session_timeout=args.session_timeout,
+    )
+    keeper.add_listener(printer.notification)
+
+    def on_event(event: KeeperEvent) -> None:
+        printer.keeper_event(event)
+        if event.kind == "ended":
+            request_stop(f"ended:{event.reason}")
+
+    keeper.add_event_listener(on_event)
+    try:
+        reply = await keeper.start()
+        printer.logon(reply)
+        for queue in args.queues:
+            printer.snapshot(await keeper.watch_queue(queue))
+        for name in args.directory:
+            printer.directory(await keeper.request(GET_DIRECTORY, {"name": name}))
+        for kind, path in getattr(args, "downloads", []):
+            assert keeper.client is not None
+            uri, content = await keeper.client.download(kind, path)
+            saved = save_name(args.download_dir, path)
+            saved.write_bytes(content)
+            printer.download(kind, path, uri, len(content), saved)
+    except ClientError as e:
+        if not stop.called:
+            await keeper.logoff()
+            _fail(str(e))
+    why = await stop
+    if why.startswith("SIG"):
+        await keeper.logoff()
+    elif why != "ended:logoff":
+        _fail(f"the session ended: {why.partition(':')[2]}")
 
 
 async def _logged_off(reactor: Any, client: BridgeClient) -> None:
