@@ -53,7 +53,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any
 
 from twisted.logger import Logger
 
@@ -86,12 +85,14 @@ def classify(data: bytes, settings: LimiterSettings) -> Priority:
     return PRIORITIES[_class_of(data, settings)]
 
 
-# A queued frame is a ``(data, at, chain)`` tuple: no object of our own per frame.
-# Its session is the queue's key. ``chain`` is the shared ``[class, frames waiting,
-# (session, objectType)]`` list of the frames of one session and objectType that
-# wait (the ordering guarantee above), so releasing a frame needs no lookup.
-_Chain = list[Any]
-_Queued = tuple[bytes, float, _Chain]
+# A queued frame is a ``(data, at)`` tuple: no object of our own per frame, and a
+# tuple of a bytes and a float is soon untracked by the garbage collector, so a
+# large backlog costs the collector nothing (holding a reference to a shared list
+# in it would keep every queued tuple tracked: a backlog of a few megabytes made
+# CPU per frame about a fifth worse). Its session is the queue's key; its chain,
+# ``[class, frames waiting]`` per (session, objectType), is found from its header.
+_Chain = list[int]
+_Queued = tuple[bytes, float]
 _Turn = tuple[Hashable, "deque[_Queued]", list[int]]
 
 
@@ -221,7 +222,7 @@ class Scheduler:
         chain_key = (key, (data[6] << 8) | data[7])
         chain = self._chains.get(chain_key)
         if chain is None:
-            chain = self._chains[chain_key] = [c, 1, chain_key]
+            chain = self._chains[chain_key] = [c, 1]
         else:
             c = chain[0]
             chain[1] += 1
@@ -231,7 +232,7 @@ class Scheduler:
         q = queue.get(key)
         if q is None:
             q = self._join(c, key)
-        q.append((data, now, chain))
+        q.append((data, now))
         self._stats[c].queued_bytes += len(data)
         return PRIORITIES[c]
 
@@ -306,14 +307,14 @@ class Scheduler:
             chain_key = (key, (data[6] << 8) | data[7])
             chain = chains.get(chain_key)
             if chain is None:
-                chain = chains[chain_key] = [c, 1, chain_key]
+                chain = chains[chain_key] = [c, 1]
             else:
                 c = chain[0]
                 chain[1] += 1
             q = queues[c].get(key)
             if q is None:
                 q = self._join(c, key)
-            q.append((data, now, chain))
+            q.append((data, now))
             added[c] += len(data)
         for c in CLASSES:
             self._stats[c].queued_bytes += added[c]
@@ -366,7 +367,7 @@ class Scheduler:
                 self._stats[c].queued_bytes -= size
                 dropped += size
                 for item in q:
-                    self._chains.pop(item[2][2], None)
+                    self._chains.pop((key, (item[0][6] << 8) | item[0][7]), None)
         kept = [r for r in self._ready if r[0] != key]
         dropped += sum(len(r[1]) for r in self._ready) - sum(len(r[1]) for r in kept)
         self._ready = kept
@@ -388,13 +389,15 @@ class Scheduler:
         sent[c] += size
 
     def _release(self, key: Hashable, item: _Queued, c: int) -> int:
-        data, _, chain = item
+        data = item[0]
         size = len(data)
         self._release_now(key, data, c)
         self._stats[c].queued_bytes -= size
+        chain_key = (key, (data[6] << 8) | data[7])
+        chain = self._chains[chain_key]
         chain[1] -= 1
         if not chain[1]:
-            del self._chains[chain[2]]
+            del self._chains[chain_key]
         return size
 
     def _leave(self, c: int, key: Hashable) -> None:
@@ -422,11 +425,13 @@ class Scheduler:
         while ring:  # bounded: every pass releases one frame
             turn = pop_turn()
             key, q, by = turn
-            data, _, chain = q.popleft()
+            data = q.popleft()[0]
             ready.append((key, data))
+            chain_key = (key, (data[6] << 8) | data[7])
+            chain = chains[chain_key]
             chain[1] -= 1
             if not chain[1]:
-                del chains[chain[2]]
+                del chains[chain_key]
             size = len(data)
             by[c] += size
             sent += size
