@@ -49,7 +49,7 @@ def replace_site(notifier: Notifier, new: Site) -> dict[str, Any]:
     notifier.auth = Authenticator(new)
     if _add_topics(notifier, new):
         changed.append("topics")
-    if _parameters(notifier, old, new):
+    if _parameters(notifier, new):
         changed.append("parameters")
     changed += [f"directory:{name}" for name in _directories(notifier, new)]
     _licenses(notifier, new)
@@ -96,7 +96,7 @@ def _add_topics(notifier: Notifier, site: Site) -> bool:
     return len(topics) != before
 
 
-def _parameters(notifier: Notifier, old: Site, new: Site) -> bool:
+def _parameters(notifier: Notifier, new: Site) -> bool:
     current = notifier.parameters
     changes: dict[str, str | None] = {
         name: value for name, value in new.parameters.items() if current.get(name) != value

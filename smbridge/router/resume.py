@@ -112,15 +112,6 @@ class Resumer:
         self.counters = counters
         self.describe = describe  # server, roster, cic: as in a CreateSession reply
 
-    @staticmethod
-    def _held_elsewhere(session: Session) -> int:
-        """Notifications a still-attached connection wrote but has not numbered yet: none.
-
-        Numbering happens as frames are written, so a live connection's count is
-        current; what it holds unwritten is numbered when it is taken over.
-        """
-        return 0
-
     def _refuse(self, error: ProtocolError) -> ProtocolError:
         self.counters.inc("resumes", outcome="refused")
         return error
@@ -152,7 +143,7 @@ class Resumer:
                 LogonFailed("the resume token does not match", reason="bad-resume-token")
             )
         replay = session.replay
-        if received > replay.count + self._held_elsewhere(session):
+        if received > replay.count:
             raise self._refuse(
                 BadRequest(f"received {received} but only {replay.count} notifications were sent")
             )
