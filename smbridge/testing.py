@@ -58,6 +58,8 @@ from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from twisted.internet import defer  # noqa: E402
+from twisted.internet.protocol import ProcessProtocol  # noqa: E402
+from twisted.python.failure import Failure  # noqa: E402
 
 
 @dataclass
@@ -426,6 +428,33 @@ def poll(
 
     d: defer.Deferred[None] = loop()
     return d
+
+
+class OutputProcess(ProcessProtocol):
+    """A child spawned with ``reactor.spawnProcess``: keeps its output, fires ``ended``."""
+
+    def __init__(self) -> None:
+        self.out = b""
+        self.err = b""
+        self.ended: defer.Deferred[int | None] = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(getattr(reason.value, "exitCode", None))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a subprocess to bind)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def stop_process(proc: Any, grace: float = 10.0) -> None:

@@ -3,6 +3,10 @@
 Every message is named by its (objectType, eventId) pair. Operators use these
 numbers in server parameters, so they are public. The constants below are what
 the code uses instead of bare numbers.
+
+:data:`CLIENT_REQUESTS` is the allow-list of what a client may send: the requests
+of PROTOCOL §3, nothing else. The router answers any other frame ``unknown-request``
+and never forwards it, so a client cannot speak the link's objectType 200.
 """
 
 from __future__ import annotations
@@ -128,6 +132,46 @@ CATALOG: dict[MessageType, Entry] = {
     GET_RESOURCE_URI: Entry("GetResourceUri", False, M),
     NOTIFICATION_SUPPRESSED: Entry("NotificationSuppressed", True, H),
 }
+
+# --- what a client may send (PROTOCOL §3): an allow-list, not a deny-list ----------
+# Requests the bridge answers itself (session, roster, fan-out, cache, resources).
+BRIDGE_REQUESTS: frozenset[MessageType] = frozenset(
+    {
+        CREATE_SESSION,
+        DESTROY_SESSION,
+        HEARTBEAT,
+        GET_VERSION,
+        RESUME_SESSION,
+        GET_SERVERS,
+        WATCH_STATUS,
+        UNWATCH_STATUS,
+        WATCH_QUEUE,
+        UNWATCH_QUEUE,
+        GET_DIRECTORY,
+        SEARCH_DIRECTORY,
+        GET_TRANSFER_TARGETS,
+        WATCH_STATISTICS,
+        UNWATCH_STATISTICS,
+        GET_RESOURCE_URI,
+    }
+)
+# Requests forwarded to the Notifier with the session's identity ("upstream" in §3).
+UPSTREAM_REQUESTS: frozenset[MessageType] = frozenset(
+    {
+        CHANGE_STATION,
+        SET_STATUS,
+        MAKE_CALL,
+        PICKUP,
+        DISCONNECT,
+        TRANSFER,
+        SEND_CHAT,
+        SEND_EMAIL,
+        CALLBACK,
+        ACQUIRE_LICENSE,
+        RELEASE_LICENSE,
+    }
+)
+CLIENT_REQUESTS: frozenset[MessageType] = BRIDGE_REQUESTS | UPSTREAM_REQUESTS
 
 LINK_NAMES: dict[MessageType, str] = {
     LINK_REGISTER: "Register",

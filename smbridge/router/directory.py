@@ -113,13 +113,13 @@ class Directories:
     def get_directory(self, session: Session, frame: Frame) -> Reply:
         name = text(frame.body or {}, "name")
         topic = directory_topic(name)
-        self.watches.check_room(session, [topic])
+        claim = self.watches.claim(session, [topic])
 
         def answer(snapshot: dict[str, Any]) -> EncodedReply:
             return self._encoded_answer(name, self.scope(session), snapshot)
 
         d = self.get(name).addCallback(lambda _: self.watches.hold(session, topic))
-        return d.addCallback(answer)
+        return claim.until(d).addCallback(answer)
 
     def search(self, session: Session, frame: Frame) -> Reply:
         body = frame.body or {}

@@ -1,8 +1,11 @@
 """The router: what happens to each client request.
 
-GetVersion and CreateSession work without a session; everything else needs one.
-Session and fan-out requests are handled here; anything else is forwarded to the
-Notifier with the session's identity and its answer relayed back as bytes.
+Only the requests of PROTOCOL §3 are taken (the allow-list, ``admission.py``); any
+other frame, the bridge↔Notifier link's own messages included, is answered
+``unknown-request`` and goes nowhere. GetVersion, CreateSession and ResumeSession
+work without a session; everything else needs one. Session and fan-out requests
+are handled here; the ones §3 marks "upstream" are forwarded to the Notifier with
+the session's identity and their answer relayed back as bytes.
 A handler returns the reply payload, a Deferred of it, or ``None`` when it has
 answered by itself; a ProtocolError becomes an ``error`` frame with its code.
 """
@@ -13,9 +16,10 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from weakref import WeakSet
 
 from twisted.internet import defer
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 import smbridge
@@ -42,6 +46,7 @@ from smbridge.codec.catalog import (
     UNWATCH_QUEUE,
     UNWATCH_STATISTICS,
     UNWATCH_STATUS,
+    UPSTREAM_REQUESTS,
     WATCH_QUEUE,
     WATCH_STATISTICS,
     WATCH_STATUS,
@@ -53,10 +58,10 @@ from smbridge.resources import NoResources, ResourceProvider
 from smbridge.roster.accept import ACCEPT_MODES, Decision, decide
 from smbridge.roster.drain import migrate_frame, roster_for
 from smbridge.roster.selection import Resolved, RuleError, order_roster, parse_rules, rule_for_user
+from smbridge.router.admission import UnknownRequest, admit, upstream_payload
 from smbridge.router.directory import Directories
 from smbridge.router.fanout import FanOut
 from smbridge.router.fields import optional_text, text
-from smbridge.router.identity import with_identity
 from smbridge.router.reply import EncodedReply, Reply
 from smbridge.router.resume import Resumer, check_allowed
 from smbridge.router.visibility import Scope, restricted, scope_of
@@ -129,6 +134,8 @@ class Router:
         self.watches = Watches(self.fanout, max_watches)
         self.directories = Directories(self.fanout, self.watches, self.parameters, self._scope)
         self._restricted = False
+        # Connections that already sent a frame outside the allow-list (logged once).
+        self._refused_on: WeakSet[ClientConnection] = WeakSet()
         self._scopes: dict[str, tuple[bool, Scope]] = {}
         w, d = self.watches, self.directories
         self.handlers: dict[MessageType, Handler] = {
@@ -241,6 +248,11 @@ class Router:
     # --- dispatch ---------------------------------------------------------------
     def handle(self, conn: ClientConnection, frame: Frame) -> None:
         key = (frame.object_type, frame.event_id)
+        try:
+            admit(frame)  # the allow-list: nothing else is handled or forwarded
+        except UnknownRequest as e:
+            self._refuse(conn, frame, e)
+            return
         if key == GET_VERSION:
             conn.send(encode(Kind.RESPONSE, *key, frame.request_id, VERSION_REPLY))
             return
@@ -263,18 +275,41 @@ class Router:
         except ProtocolError as e:
             self._answer(session.send, frame, e)
             return
-        handler = self.handlers.get(key)
-        if handler is None:
-            assert frame.body is not None
-            self.upstream.forward(
-                session, frame, with_identity(frame.payload, frame.body, session.identity)
-            )
+        if key in UPSTREAM_REQUESTS:
+            try:
+                payload = upstream_payload(frame, session.identity)
+            except ProtocolError as e:
+                self._answer(session.send, frame, e)
+                return
+            self.upstream.forward(session, frame, payload)
             return
         try:
-            reply = handler(session, frame)
+            reply = self.handlers[key](session, frame)
         except ProtocolError as e:
             reply = e  # type: ignore[assignment]
         self._answer(session.send, frame, reply)
+
+    def _refuse(self, conn: ClientConnection, frame: Frame, error: UnknownRequest) -> None:
+        """Answer a frame outside the allow-list; it goes nowhere else.
+
+        The first refusal on a connection is a warning, later ones debug lines, so
+        a client that keeps trying cannot flood the log (the metric counts them all).
+        """
+        self.counters.inc("refused_requests")
+        session = conn.session
+        first = conn not in self._refused_on
+        self._refused_on.add(conn)
+        self.log.emit(
+            LogLevel.warn if first else LogLevel.debug,
+            "Refused ({object_type},{event_id}) kind {kind} from {remote} ({user})",
+            object_type=frame.object_type,
+            event_id=frame.event_id,
+            kind=frame.kind,
+            remote=conn.remote,
+            user=session.info.user_id if session is not None else "no session",
+            event="router.request_refused",
+        )
+        self._answer(conn.send, frame, error)
 
     def _answer(self, send: Callable[[bytes], None], frame: Frame, reply: Any) -> None:
         if reply is None:
@@ -527,7 +562,8 @@ class Router:
         self.counters.inc("sessions_ended", reason=reason.value)
         if self.hook is not None:
             self.hook.destroy(session, reason.value)
-        self.fanout.drop(session, session.topics | {user_topic(session.info.user_id)})
+        in_flight = self.watches.forget(session)  # watches still waiting for a snapshot
+        self.fanout.drop(session, session.topics | in_flight | {user_topic(session.info.user_id)})
         session.topics.clear()
         self._scopes.pop(session.id, None)
         self._ha_switched.discard(session.id)
