@@ -1,8 +1,10 @@
-"""Debian's nginx, run from deploy/nginx, in front of a real bridge and a real Notifier."""
+"""Debian's nginx on the rendered site, in front of a real bridge and a real Notifier."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -11,17 +13,25 @@ from pathlib import Path
 
 import pytest
 import treq
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor, task, threads
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 
 from smbridge import pki
 from smbridge.client import ClientError, connect
 from smbridge.config import TunnelSettings
+from smbridge.notifier.demo import demo_site
 from smbridge.notifier.resources import STATUS_COLOURS, png
-from smbridge.testing import http_json
-from smbridge.tunnel.nginx import TEMPLATE, ProxySite, backends_from_map, render
-from smbridge.tunnel.testing import NGINX, need_binary, poll, start_proxied_site
+from smbridge.pki import MOZILLA_INTERMEDIATE_CIPHERS
+from smbridge.testing import http_json, start_site
+from smbridge.tunnel.nginx import TEMPLATE, ProxySite, backends_from_map, main, render
+from smbridge.tunnel.testing import (
+    NGINX,
+    need_binary,
+    poll,
+    start_proxied_site,
+    start_proxy,
+)
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,6 +179,103 @@ class ThroughNginx(TestCase):
         yield kept.logoff()
 
 
+class DemoThroughNginx(TestCase):
+    timeout = 90
+
+    @defer.inlineCallbacks
+    def test_demo_alias_map_serves_the_proxied_path_as_is(self):
+        """The demo site's own SM HTTPS URL Base Map, rendered unchanged, takes a client
+        through nginx to the bridge (the web client's default alias IC) and its resources."""
+        nginx = need_binary(NGINX, "nginx")
+        work = Path(tempfile.mkdtemp(prefix="smbridge-nginx-demo-"))
+        demo = demo_site(bridge_name="sm1")  # start_site's bridge is sm1
+        base_map = demo.parameters["SM HTTPS URL Base Map"]
+        site = yield start_site(reactor, work, site=demo, wss_port=0, resources=True)
+        self.addCleanup(site.stop)
+        proxy = yield start_proxy(
+            reactor,
+            work,
+            site.pki.ca.parent,
+            {"cic1": "127.0.0.1,localhost", "sm1": "127.0.0.1,localhost"},
+            base_map,
+            {"http": site.http_port, "httpsecure": site.https_port},
+            site.wss_port,
+            nginx=nginx,
+        )
+        self.addCleanup(proxy.stop)
+        client = yield connect(reactor, f"wss://127.0.0.1:{proxy.port}/IC/session", ca=site.pki.ca)
+        yield client.logon("agent1", "demo")
+        uri, content = yield client.download("httpsecure", "version.txt")
+        self.assertEqual(uri, f"https://127.0.0.1:{proxy.port}/127.0.0.1/httpsecure/version.txt")
+        self.assertEqual(content, b"smbridge reference Notifier resource host\n")
+        yield client.logoff()
+
+
+# Mozilla "intermediate" for the site's ECDSA certificate: the ECDHE-ECDSA suites of the
+# bridge's list for TLS 1.2, OpenSSL's three TLS 1.3 suites, and three groups.
+TLS12_ECDSA = {s for s in MOZILLA_INTERMEDIATE_CIPHERS.split(":") if "-ECDSA-" in s}
+TLS13 = {"TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"}
+CURVES = {"X25519", "secp256r1", "secp384r1"}
+
+
+def sslyze_binary() -> str:
+    """sslyze from its own environment (.venv-tools: it pins an older cryptography)."""
+    tool = ROOT / ".venv-tools" / "bin" / "sslyze"
+    found = str(tool) if tool.exists() else shutil.which("sslyze")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("sslyze is missing: `make test` installs it in .venv-tools")
+        pytest.skip("sslyze is not installed (make .venv-tools/.installed)")
+    return found
+
+
+class SiteTLS(TestCase):
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_sslyze_finds_exactly_mozilla_intermediate(self):
+        """sslyze finds the rendered site Mozilla-intermediate compliant, accepting exactly the
+        intermediate suites and curves (no CBC, CCM, ARIA, CAMELLIA, X448 or P-521)."""
+        sslyze = sslyze_binary()
+        nginx = need_binary(NGINX, "nginx")
+        work = Path(tempfile.mkdtemp(prefix="smbridge-nginx-tls-"))
+        files = pki.ensure_site_pki(work / "pki")
+        proxy = yield start_proxy(
+            reactor,
+            work,
+            files.ca.parent,
+            {"cic1": "127.0.0.1,localhost"},
+            "cic1|IC",
+            {},
+            8952,
+            nginx=nginx,
+        )
+        self.addCleanup(proxy.stop)
+        out = work / "scan.json"
+        cmd = [sslyze, "--mozilla_config=intermediate", f"--certinfo_ca_file={files.ca}"]
+        done = yield threads.deferToThread(
+            subprocess.run,
+            [*cmd, f"--json_out={out}", f"127.0.0.1:{proxy.port}"],
+            capture_output=True,
+            timeout=100,
+        )
+        self.assertIn(b"OK - Compliant.", done.stdout, done.stdout[-1500:])
+        self.assertEqual(done.returncode, 0)
+        (scan,) = json.loads(out.read_text())["server_scan_results"]
+        result = scan["scan_result"]
+
+        def accepted(version: str) -> set[str]:
+            suites = result[f"{version}_cipher_suites"]["result"]["accepted_cipher_suites"]
+            return {s["cipher_suite"]["openssl_name"] for s in suites}
+
+        for old in ("ssl_2_0", "ssl_3_0", "tls_1_0", "tls_1_1"):
+            self.assertEqual(accepted(old), set(), old)
+        self.assertEqual(accepted("tls_1_2"), TLS12_ECDSA)
+        self.assertEqual(accepted("tls_1_3"), TLS13)
+        curves = {c["name"] for c in result["elliptic_curves"]["result"]["supported_curves"]}
+        self.assertEqual(curves, CURVES)
+
+
 def test_rendered_template_passes_nginx_check(tmp_path: Path) -> None:
     """The repository's template, rendered for a two-machine site, passes ``nginx -t``."""
     nginx = need_binary(NGINX, "nginx")
@@ -252,3 +359,21 @@ def test_missing_binary_skips_outside_ci_and_fails_in_ci(monkeypatch: pytest.Mon
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match=r"\.ci/run installs it"):
         need_binary("/nonexistent/no-such-nginx", "no-such-nginx")
+
+
+def test_renderer_refuses_unknown_kinds_and_bad_ports() -> None:
+    """A port for a kind not in Table 8, or outside 1..65535, is refused by render and main."""
+    values = {
+        "certificate": "/c.pem",
+        "certificate_key": "/k.pem",
+        "internal_ca": "/ca.pem",
+        "backends": backends_from_map("m|A", {"m": "10.0.0.1"}),
+    }
+    with pytest.raises(ValueError, match="unknown resource kinds: chat"):
+        render(TEMPLATE.read_text(), ProxySite(**values, ports={"chat": 1}))
+    with pytest.raises(ValueError, match="not between 1 and 65535"):
+        render(TEMPLATE.read_text(), ProxySite(**values, session_port=70000))
+    args = ["--base-map", "m|A", "--backend", "m=10.0.0.1", "--cert", "/c", "--key", "/k"]
+    for bad in (["--port", "chat=1"], ["--port", "dialer=0"], ["--session-port", "x"]):
+        with pytest.raises(SystemExit):
+            main([*args, "--internal-ca", "/ca", *bad])

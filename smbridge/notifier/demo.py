@@ -119,6 +119,7 @@ def demo_site_dict(
             "DirectoriestoCacheOnSMStartup": COMPANY_DIRECTORY,
             "TransferDialogDirectories": COMPANY_DIRECTORY,
             "RestrictUserVisibility": "No",
+            "SM HTTPS URL Base Map": f"{cic_name}|127.0.0.1&{bridge_name}|IC",  # docs/tunnel.md
         },
         "licenses": dict(LICENSES),
         "bridges": [

@@ -3,5 +3,5 @@
 - ``route``: decoding a session URI and the ``SM HTTPS URL Base Map`` alias map (pure).
 - ``uris``: the resource URIs a session is given (pure; a ``ResourceProvider``).
 - ``tunnel``: the Autobahn-on-Twisted listeners feeding the client connection.
-- ``nginx``: rendering deploy/nginx/smbridge.conf.in for a site (pure).
+- ``nginx``: rendering the nginx site (``nginx.conf.in``, package data) for a site (pure).
 """

@@ -1,9 +1,12 @@
-"""Rendering deploy/nginx/smbridge.conf.in for a site. Pure, apart from ``main``.
+"""Rendering the nginx site (nginx.conf.in, shipped in the package). Pure, apart from ``main``.
 
 The proxy's alias maps are written from the same ``SM HTTPS URL Base Map`` value the
 bridges read, plus the internal address (and certificate name) of each machine, so
-the two cannot drift apart. Every value is checked before it reaches the file:
-nothing with whitespace, quotes, braces or semicolons can slip in a directive.
+the two cannot drift apart; its TLS 1.2 suites are the bridge's own list (Mozilla
+"intermediate", :data:`smbridge.pki.MOZILLA_INTERMEDIATE_CIPHERS`). Every value is
+checked before it reaches the file: nothing with whitespace, quotes, braces or
+semicolons can slip in a directive. ``deploy/nginx/smbridge.conf.in`` is a link to
+the template, for readers of a checkout.
 
     python -m smbridge.tunnel.nginx --base-map 'ICServer1234|IC&ossm1|edge1' \\
         --backend ICServer1234=10.0.0.40 --backend ossm1=10.0.0.41 \\
@@ -21,10 +24,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from smbridge.pki import MOZILLA_INTERMEDIATE_CIPHERS
 from smbridge.tunnel.route import parse_alias_map
 from smbridge.tunnel.uris import KINDS
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "smbridge.conf.in"
+TEMPLATE = Path(__file__).resolve().with_name("nginx.conf.in")  # package data
 WEBCLIENT_ROOT = Path(__file__).resolve().parents[1] / "webclient"
 _SAFE = re.compile(r"^[A-Za-z0-9._:/@+=,\[\]*-]+$")  # no spaces, quotes, braces, ; or $
 _HOSTNAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})$")
@@ -105,8 +109,15 @@ def render(template: str, site: ProxySite) -> str:
         alias = re.escape(_safe("alias", b.alias))
         backends.append(f'    "~*^{alias}$" {_address(b.address)};')
         tls_names.append(f'    "~*^{alias}$" {_safe("TLS name", b.tls_name)};')
+    unknown_kinds = set(site.ports) - set(KINDS)
+    if unknown_kinds:
+        raise ValueError(f"unknown resource kinds: {', '.join(sorted(unknown_kinds))}")
+    for port in (session_port, *ports.values()):
+        if not 0 < int(port) < 65536:
+            raise ValueError(f"port {port} is not between 1 and 65535")
     values = {
         "BACKENDS": "\n".join(backends),
+        "TLS12_CIPHERS": MOZILLA_INTERMEDIATE_CIPHERS,
         "TLS_NAMES": "\n".join(tls_names),
         "LISTEN": _safe("listen", site.listen),
         "SERVER_NAME": _safe("server name", site.server_name),
@@ -119,10 +130,10 @@ def render(template: str, site: ProxySite) -> str:
         "WS_TIMEOUT": _safe("timeout", site.ws_timeout),
         **{f"PORT_{kind.upper()}": str(int(port)) for kind, port in ports.items()},
     }
-    unknown = set(re.findall(r"@([A-Z_]+)@", template)) - set(values)
+    unknown = set(re.findall(r"@([A-Z0-9_]+)@", template)) - set(values)
     if unknown:
         raise ValueError(f"the template has unknown fields: {', '.join(sorted(unknown))}")
-    return re.sub(r"@([A-Z_]+)@", lambda m: values[m.group(1)], template)
+    return re.sub(r"@([A-Z0-9_]+)@", lambda m: values[m.group(1)], template)
 
 
 def _pairs(items: Sequence[str], flag: str) -> dict[str, str]:
@@ -135,9 +146,31 @@ def _pairs(items: Sequence[str], flag: str) -> dict[str, str]:
     return pairs
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"port {port} is not between 1 and 65535")
+    return port
+
+
+def _kind_port(text: str) -> tuple[str, int]:
+    kind, sep, port = text.partition("=")
+    if not sep or kind.lower() not in KINDS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected KIND=PORT, KIND one of {', '.join(KINDS)}"
+        )
+    return kind.lower(), _port(port)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(
-        prog="python -m smbridge.tunnel.nginx", description="Render the nginx site for smbridge."
+        prog="python -m smbridge.tunnel.nginx",
+        description="Render the nginx site for smbridge (written to standard output).",
+        epilog="Table 8 ports by default: "
+        + ", ".join(f"{kind}={k.port}" for kind, k in KINDS.items()),
     )
     p.add_argument("--base-map", required=True, help="the SM HTTPS URL Base Map value")
     p.add_argument(
@@ -152,9 +185,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--internal-ca", required=True)
     p.add_argument("--listen", default="443")
     p.add_argument("--server-name", default="_")
-    p.add_argument("--session-scheme", choices=("ws", "wss"), default="wss")
+    p.add_argument(
+        "--session-scheme",
+        choices=("ws", "wss"),
+        default="wss",
+        help="the hop from the proxy to the bridges' tunnel (default: wss)",
+    )
+    p.add_argument(
+        "--session-port",
+        type=_port,
+        help="the bridges' tunnel port (default: 8952 for wss, 8951 for ws)",
+    )
+    p.add_argument(
+        "--port",
+        action="append",
+        default=[],
+        type=_kind_port,
+        metavar="KIND=PORT",
+        help=f"a Table 8 port on the CIC server (repeatable); KIND: {', '.join(KINDS)}",
+    )
     p.add_argument("--ws-timeout", default="90s")
-    p.add_argument("--template", type=Path, default=TEMPLATE)
+    p.add_argument(
+        "--template", type=Path, default=TEMPLATE, help="default: the one in the package"
+    )
     p.add_argument("--webclient-root", default=str(WEBCLIENT_ROOT))
     args = p.parse_args(argv)
     addresses, names = {}, {}
@@ -172,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             listen=args.listen,
             server_name=args.server_name,
             session_scheme=args.session_scheme,
+            session_port=args.session_port,
+            ports=dict(args.port),
             ws_timeout=args.ws_timeout,
             webclient_root=args.webclient_root,
         )

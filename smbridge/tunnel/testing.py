@@ -1,7 +1,7 @@
 """Real nginx and real Chromium for the tunnel's tests (and benchmarks).
 
 * :func:`start_proxy` runs Debian's nginx as a subprocess (never the system service)
-  from deploy/nginx/smbridge.conf.in, rendered into a temporary directory with a test
+  from the package's nginx.conf.in, rendered into a temporary directory with a test
   certificate signed by the site's CA, on a loopback port.
 * :func:`start_chromium` runs headless Chromium with a fresh profile and drives it
   through the DevTools protocol over a WebSocket (Autobahn). The browser trusts only
@@ -169,7 +169,7 @@ def start_proxy(
     ws_timeout: str = "90s",
     nginx: str = NGINX,
 ) -> Any:
-    """Render deploy/nginx/smbridge.conf.in and run nginx on it; fires with a RunningProxy.
+    """Render the package's nginx.conf.in and run nginx on it; fires with a RunningProxy.
 
     ``backends`` maps machine names of ``base_map`` to ``address[,tls-name]``.
     """

@@ -26,10 +26,12 @@ from typing import Any
 import autobahn.websocket as autobahn_ws
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from OpenSSL import SSL
 from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IStreamServerEndpoint
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
@@ -141,6 +143,11 @@ class WebSocketConnection(ClientConnection):
         self.factory.connections.add(self)
         self._attach()
 
+    def transport_held(self) -> int:
+        """The transport's backlog plus what Autobahn queued in front of it (docs/sender.md)."""
+        queued = sum(len(item[0]) for item in self.ws.send_queue)
+        return super().transport_held() + queued
+
     def _write(self, out: list[bytes]) -> None:
         if self.ws.state == self.ws.STATE_OPEN:
             parts: list[bytes] = []
@@ -158,11 +165,16 @@ class WebSocketConnection(ClientConnection):
         self._close_code = CLOSE_POLICY_VIOLATION
         super()._refuse(bad)
 
-    def close(self) -> None:
-        """Write what is queued, then start the closing handshake."""
+    def flush_for_close(self) -> None:
+        """Write everything queued (held frames too) while the WebSocket is still open."""
         if self.connected and self.ws.state == self.ws.STATE_OPEN:
             self._resume_for_close()
             self.flush()
+
+    def close(self) -> None:
+        """Write what is queued, then start the closing handshake."""
+        if self.connected and self.ws.state == self.ws.STATE_OPEN:
+            self.flush_for_close()
             if self.transport is not None:
                 self.transport.unregisterProducer()  # type: ignore[attr-defined]  # wss: TLS
             if self._close_code == CLOSE_NORMAL:
@@ -176,6 +188,8 @@ class TunnelProtocol(WebSocketServerProtocol):
     # twisted Logger would emit its per-message debug events.
     events = Logger()
     factory: TunnelFactory
+    _drop_call: Any = None  # the bounded wait for an orderly close (class defaults: memory)
+    _lost = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -281,6 +295,65 @@ class TunnelProtocol(WebSocketServerProtocol):
 
     def onMessageEnd(self) -> None:
         pass
+
+    # --- the closing handshake (RFC 6455 §5.5.1, §7.1.1, §7.1.7; docs/tunnel.md) ---------
+    def sendCloseFrame(
+        self, code: int | None = None, reasonUtf8: bytes | None = None, isReply: bool = False
+    ) -> None:
+        """Write what the connection has queued for this turn, then the close frame.
+
+        A reply to a request that came in the same read as the client's close (a
+        browser's ``send(DestroySession); close()``) goes out before the close answer.
+        """
+        if self.conn is not None:
+            self.conn.flush_for_close()
+        super().sendCloseFrame(code, reasonUtf8, isReply)
+
+    def _closeConnection(self, abort: bool = False) -> None:
+        """End the TCP connection once the close frame is written, within a bound.
+
+        Autobahn aborts (a reset, discarding the unsent close frame) when a server
+        gets the reply to its close, or a close while answering an invalid one. After
+        a clean handshake the bridge closes in order instead (the frame, then FIN);
+        only a peer that does not let the write finish within the close timeout is
+        aborted. Timeouts (a dead peer) still abort at once.
+        """
+        transport = self.transport
+        if transport is None:
+            return
+        if abort and not self.wasClean:
+            transport.abortConnection()  # type: ignore[attr-defined]
+            return
+        transport.loseConnection()
+        if self._drop_call is None and self.factory.settings.close_timeout > 0:
+            self._drop_call = self.factory.reactor.callLater(
+                self.factory.settings.close_timeout, self._drop_timed_out
+            )
+
+    def _drop_timed_out(self) -> None:
+        self._drop_call = None
+        transport = self.transport
+        if transport is not None and not self._lost:
+            transport.abortConnection()  # type: ignore[attr-defined]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._lost = True
+        call, self._drop_call = self._drop_call, None
+        if call is not None and call.active():
+            call.cancel()
+        if isinstance(reason.value, SSL.Error):
+            # A failed TLS handshake (a scanner, a client with no common protocol) is the
+            # peer's problem: one debug line, as on the client port, instead of Autobahn's
+            # error-level line per failure.
+            self.events.debug(
+                "TLS failed with {peer}: {error}",
+                peer=self.peer,
+                error=reason.value,
+                event="tunnel.tls_failed",
+            )
+            self._connectionLost(reason)  # type: ignore[arg-type]  # Autobahn says str
+            return
+        super().connectionLost(reason)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         conn, self.conn = self.conn, None
