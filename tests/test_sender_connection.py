@@ -12,10 +12,10 @@ from smbridge.codec import Kind, encode_raw
 from smbridge.codec.catalog import (
     LINK_PARAMETERS_CHANGED,
     QUEUE_CHANGED,
-    SESSION_TERMINATED,
     STATUS_CHANGED,
 )
 from smbridge.sender import parameters as p
+from smbridge.sender.sender import MEMORY_CHECK_SECONDS
 from smbridge.service import BridgeService
 from smbridge.tap import Options
 from smbridge.testing import RouterHarness, decode_all
@@ -75,23 +75,24 @@ def test_a_paused_client_receives_nothing_until_it_resumes():
 
 
 def test_a_client_that_does_not_read_for_too_long_is_disconnected():
-    """Paused past max_unread_seconds: SessionTerminated (unexpected), session ended, closed."""
+    """Paused past max_unread_seconds: the connection is aborted and its session lingers."""
     h = RouterHarness()
     conn, transport, _reply = h.logon()
     conn.factory.max_unread_seconds = 30.0
     session = conn.session
     assert session is not None
     conn.pauseProducing()
-    conn.send(notification(QUEUE_CHANGED, 5000))
+    frame = notification(QUEUE_CHANGED, 5000)
+    conn.send(frame)
     h.clock.advance(29.9)
     assert not transport.disconnecting
     h.clock.advance(0.2)
-    assert transport.disconnecting
-    (notice,) = decode_all(transport.value())
-    assert (notice.object_type, notice.event_id) == SESSION_TERMINATED
-    assert notice.parsed() == {"reason": "unexpected", "detail": "client-not-reading"}
-    assert session.state.value == "closed"
-    assert len(h.registry) == 0
+    assert transport.disconnected  # aborted: nothing more is written to a client not reading
+    assert transport.value() == b""
+    conn.connectionLost(None)
+    assert session.state.value == "lingering"
+    assert session.replay.since(0) == [frame]  # the frame it never got waits for its resume
+    assert len(h.registry) == 1
 
 
 def test_a_client_holding_too_many_bytes_is_disconnected():
@@ -102,12 +103,127 @@ def test_a_client_holding_too_many_bytes_is_disconnected():
     conn.pauseProducing()
     for i in range(10):
         conn.send(notification(QUEUE_CHANGED, 1000, i))
+    assert conn.held_total() == 10_000
+    h.clock.advance(0)
     assert not transport.disconnecting
     conn.send(notification(QUEUE_CHANGED, 1000, 10))
-    assert transport.disconnecting
-    (notice,) = decode_all(transport.value())
-    assert (notice.object_type, notice.event_id) == SESSION_TERMINATED
+    h.clock.advance(0)  # the abort runs at the next turn
+    assert transport.disconnected
+    assert transport.value() == b""
+    conn.connectionLost(None)
     assert conn.held_bytes() == 0
+    assert factory.sender.held_bytes() == 0
+
+
+def _bounded(limiter: bool, paused: bool) -> None:
+    h = RouterHarness()
+    factory = ClientConnectionFactory(h.router, h.batcher, max_held_bytes=100_000)
+    if limiter:
+        factory.sender.configure(LIMITED)  # 60,000 bytes a second
+    conn, transport = connect(h, factory)
+    if paused:
+        conn.pauseProducing()
+    sent = 0
+    while not transport.disconnected and sent < 1000:  # bounded
+        for _ in range(10):  # a turn of pipelined answers
+            if conn.dropped:
+                break  # what comes after the drop in this turn is held for the session
+            conn.send(notification(QUEUE_CHANGED, 1000, sent))
+            sent += 1
+            held = conn.held_total()
+            held_by_parts = conn.held_bytes() + factory.sender.session_status(conn)["queuedBytes"]
+            held_by_parts += sum(len(d) for c, d in factory.sender.inbox if c is conn)
+            assert held == held_by_parts
+            assert held <= 101_000  # the bound, and the frame that crossed it
+        h.clock.advance(0)
+        if not paused:
+            transport.clear()  # the kernel took what was written
+    if not (limiter or paused):  # a client that reads is never held for
+        assert sent == 1000 and not transport.disconnected
+    else:  # 100 frames held (after the 60 of the first interval, limiter on, not paused)
+        assert transport.disconnected
+        assert sent == (101 if paused else 161)
+    conn.connectionLost(None)
+    assert factory.sender.held_bytes() == 0
+
+
+@pytest.mark.parametrize("limiter", [False, True])
+@pytest.mark.parametrize("paused", [False, True])
+def test_the_bytes_held_for_one_client_are_bounded_whatever_the_path(limiter, paused):
+    """Limiter on or off, paused or not: held bytes are counted exactly and bounded."""
+    _bounded(limiter, paused)
+
+
+def test_a_turn_of_pipelined_answers_is_bounded_before_it_is_written():
+    """Answers queued in one turn count at once: past the bound it is dropped before a write."""
+    h = RouterHarness()
+    factory = ClientConnectionFactory(h.router, h.batcher, max_held_bytes=100_000)
+    conn, transport = connect(h, factory)
+    for i in range(150):
+        conn.send(notification(QUEUE_CHANGED, 1000, i))
+    assert conn.held_total() == 150_000  # counted, all still in the turn's queue
+    assert "send" in conn.__dict__  # dropped: the rest is held for the session, not written
+    h.clock.advance(0)
+    assert transport.disconnected
+    assert transport.value() == b""
+
+
+def test_a_transport_backlog_counts_toward_the_bound_once_it_pauses_us():
+    """What the transport holds when it pauses the connection counts toward the bound."""
+    h = RouterHarness()
+    factory = ClientConnectionFactory(h.router, h.batcher, max_held_bytes=100_000)
+    conn, transport = connect(h, factory)
+    transport.dataBuffer = b"x" * 95_000  # type: ignore[attr-defined]  # the kernel took none
+    transport.offset = 0  # type: ignore[attr-defined]
+    conn.pauseProducing()
+    assert conn.held_total() == 95_000
+    conn.send(notification(QUEUE_CHANGED, 1000))
+    h.clock.advance(0)
+    assert not transport.disconnected
+    for i in range(5):
+        conn.send(notification(QUEUE_CHANGED, 1000, i))
+    h.clock.advance(0)
+    assert transport.disconnected
+
+
+def test_a_lower_bound_applies_to_open_connections_at_once():
+    """Lowering max_held_bytes (a reload) drops the open connections already over it."""
+    h = RouterHarness()
+    factory = ClientConnectionFactory(h.router, h.batcher, max_held_bytes=1 << 20)
+    conn, transport = connect(h, factory)
+    other, other_transport = connect(h, factory)
+    for c in (conn, other):
+        c.pauseProducing()
+    for i in range(80):
+        conn.send(notification(QUEUE_CHANGED, 1000, i))
+    for i in range(60):
+        other.send(notification(QUEUE_CHANGED, 1000, i))
+    factory.max_held_bytes = 65536
+    h.clock.advance(0)
+    assert transport.disconnected
+    assert not other_transport.disconnected
+    for i in range(6):
+        other.send(notification(QUEUE_CHANGED, 1000, i))
+    h.clock.advance(0)
+    assert other_transport.disconnected
+
+
+def test_a_paused_connection_arms_the_memory_check():
+    """A transport that pauses the connection with bytes in its buffer triggers a recount."""
+    h = RouterHarness()
+    factory = ClientConnectionFactory(h.router, h.batcher)
+    factory.sender.configure({p.MAX_PRIVATE_BYTES: "50000"})
+    conn, transport = connect(h, factory)
+    transport.dataBuffer = b"x" * 60_000  # type: ignore[attr-defined]
+    transport.offset = 0  # type: ignore[attr-defined]
+    conn.pauseProducing()
+    h.clock.advance(MEMORY_CHECK_SECONDS)
+    assert factory.sender.safeguard_active
+    transport.dataBuffer = b""  # type: ignore[attr-defined]
+    conn.resumeProducing()
+    h.clock.advance(MEMORY_CHECK_SECONDS)
+    assert not factory.sender.safeguard_active
+    conn.connectionLost(None)
 
 
 def test_the_limiter_follows_the_routers_parameters_live():

@@ -53,7 +53,6 @@ class SlowReader(TestCase):
             batcher,
             max_unread_seconds=1.0,
             max_held_bytes=1 << 20,
-            abort_grace=0.2,
         )
         factory.buildProtocol = lambda addr: factory.connection("clear")  # type: ignore[method-assign]
         port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
@@ -85,9 +84,9 @@ class SlowReader(TestCase):
             c.held_bytes() for c in factory.connections))  # fmt: skip
         # The fast reader got every frame meanwhile.
         yield poll(lambda: len(readers["fast"].data) == sent * len(FRAME))
-        # Past max_unread_seconds the slow client is dropped (closed, then aborted).
+        # Past max_unread_seconds the slow client is dropped (aborted).
         yield poll(lambda: not slow_conn.connected, deadline=5.0)
-        readers["slow"].transport.resumeProducing()  # reading again, it sees the close
+        readers["slow"].transport.resumeProducing()  # reading again, it sees the reset
         yield poll(lambda: readers["slow"].closed, deadline=5.0)
         self.assertNotIn(slow_conn, factory.connections)
         self.assertEqual(len(factory.connections), 1)

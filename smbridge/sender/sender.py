@@ -110,7 +110,19 @@ class Sender:
         for key in [k for k in self._unreported if k[0] is receiver]:
             del self._unreported[key]
         if not self.receivers and not self.safeguard_active:
-            self.stop()  # nothing left to hold
+            self._rest()  # nothing left to hold
+
+    def _rest(self) -> None:
+        """The last receiver left: cancel the wake-up and the memory check, stay usable.
+
+        Nothing waits (each receiver's frames left with it), so nothing is due; the next
+        frame or paused connection arms them again. Unlike ``stop``, this is not final.
+        """
+        for name in ("_monitor", "_wake"):
+            call = getattr(self, name)
+            setattr(self, name, None)
+            if call is not None and call.active():
+                call.cancel()
 
     def take_waiting(self, receiver: Receiver) -> list[bytes]:
         """Remove and return what waits in the limiter for ``receiver``, oldest first.
@@ -275,11 +287,7 @@ class Sender:
         stopped sender ignores them, so nothing is left on the reactor.
         """
         self._stopped = True
-        for name in ("_monitor", "_wake"):
-            call = getattr(self, name)
-            setattr(self, name, None)
-            if call is not None and call.active():
-                call.cancel()
+        self._rest()
 
     def _recover(self, held: int) -> None:
         self.safeguard_active = False

@@ -9,7 +9,13 @@ off and the client reading, ``send`` is the direct batched path; while the
 limiter is on or the transport has paused us (the connection is the push
 producer of its transport), ``send`` is swapped for ``_send_slow``: frames go
 to the sender's scheduler, and what is released for a paused client is held
-here, counted, and bounded (see docs/sender.md).
+here (see docs/sender.md).
+
+Whatever the path, every frame is counted when the connection takes it (in its
+write queue, the sender's inbox or the limiter's queues) and uncounted when it is
+written; with the transport's backlog that is every byte held for the client, and
+past ``max_held_bytes`` the client is dropped: its connection is aborted and its
+session lingers for a resume.
 """
 
 from __future__ import annotations
@@ -23,80 +29,18 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from smbridge.codec import BadFrame, Decoder, Frame, Kind, encode, encode_error
-from smbridge.codec.catalog import SESSION_TERMINATED
+from smbridge.codec import BadFrame, Decoder, Frame, Kind, encode_error
 from smbridge.codec.frames import DEFAULT_MAX_FRAME
 from smbridge.resources import Origin
 from smbridge.sender.sender import Sender
-from smbridge.session.session import EndReason
 from smbridge.transports.batch import BatchedProtocol, WriteBatcher
+from smbridge.transports.sockets import enable_keepalive as enable_keepalive  # re-exported
+from smbridge.transports.sockets import transport_backlog
 
 _NOTIFICATION = int(Kind.NOTIFICATION)
 MAX_UNREAD_SECONDS = 60.0  # a client paused this long is disconnected
-MAX_HELD_BYTES = 4 << 20  # bytes held for a paused client before it is disconnected
-ABORT_GRACE = 5.0  # seconds a stalled client gets to take its close before an abort
-
-
-def transport_backlog(transport: object) -> int:
-    """Bytes a transport holds that the kernel has not taken yet.
-
-    Reads Twisted's ``FileDescriptor`` buffers (and, under TLS, the TLS layer's
-    pending application data and the TCP transport below it). Bounded: at most
-    three layers.
-    """
-    total = 0
-    layer: object = transport
-    for _ in range(3):
-        if layer is None:
-            break
-        buffer = getattr(layer, "dataBuffer", None)
-        if isinstance(buffer, bytes | bytearray | memoryview):
-            total += len(buffer) - int(getattr(layer, "offset", 0))
-            total += int(getattr(layer, "_tempDataLen", 0))
-        pending = getattr(layer, "_appSendBuffer", None)
-        if isinstance(pending, list):
-            total += sum(len(b) for b in pending)
-        layer = getattr(layer, "transport", None)
-    return total
-
-
-KEEPALIVE_IDLE = 60  # seconds of silence before the kernel's first keepalive probe
-KEEPALIVE_INTERVAL = 10  # seconds between probes
-KEEPALIVE_COUNT = 6  # unanswered probes before the kernel drops the connection
-
-
-def enable_keepalive(transport: object) -> bool:
-    """Turn on TCP keepalive on the TCP transport under ``transport`` (TLS or not).
-
-    A peer that vanished without a FIN/RST (cable pulled, NAT state lost) is then
-    detected within about two minutes of silence and its session starts lingering.
-    Returns whether a TCP layer was found (at most three layers are searched).
-    """
-    import socket
-
-    layer: object = transport
-    for _ in range(3):
-        if layer is None:
-            return False
-        set_keepalive = getattr(layer, "setTcpKeepAlive", None)
-        if callable(set_keepalive):
-            set_keepalive(1)
-            handle = getattr(layer, "getHandle", lambda: None)()
-            options = (
-                ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
-                ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
-                ("TCP_KEEPCNT", KEEPALIVE_COUNT),
-            )
-            for name, value in options:
-                option = getattr(socket, name, None)
-                if option is not None and isinstance(handle, socket.socket):
-                    try:
-                        handle.setsockopt(socket.IPPROTO_TCP, option, value)
-                    except OSError:
-                        pass
-            return True
-        layer = getattr(layer, "transport", None)
-    return False
+MAX_HELD_BYTES = 4 << 20  # bytes held for one client (any path) before it is dropped
+UNBOUNDED = 1 << 62  # a dropped connection's limit: it is counted no more
 
 
 if TYPE_CHECKING:
@@ -113,7 +57,15 @@ class ClientConnection(BatchedProtocol):
     _paused = False
     _limited = False
     _guarded = False  # the memory safeguard is on (docs/sender.md)
-    _held = 0  # bytes in _out while paused
+    # The bound's count, kept as room left so that a frame costs one subtraction: the
+    # bytes taken for the client and not yet written to its transport (in ``_out``,
+    # the sender's inbox or the limiter's queues; taken where ``send`` takes them,
+    # given back by ``flush``) are ``_base - _room``, where ``_base`` is the bound less
+    # the transport's backlog when it was last read. Below zero, ``_check_bound``
+    # counts exactly.
+    _base = MAX_HELD_BYTES
+    _room = MAX_HELD_BYTES
+    dropped = False  # past the bound or unread too long: being aborted
     sent_bytes = 0  # bytes written to the transport
     sent_frames = 0
     _stall_call: IDelayedCall | None = None
@@ -143,12 +95,15 @@ class ClientConnection(BatchedProtocol):
         for every client socket (docs/lifecycle.md).
         """
         enable_keepalive(self.transport)
+        self._base = self._room = self.factory.max_held_bytes
         self.sender = self.factory.sender
         self.sender.attach(self)
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
 
     def _update_mode(self) -> None:
-        if self._limited and not self._guarded:
+        if self.dropped:
+            self.send = self._send_dropped  # type: ignore[method-assign]
+        elif self._limited and not self._guarded:
             self.send = self._send_limited  # type: ignore[method-assign]
         elif self._paused or self._limited or self._guarded:
             self.send = self._send_slow  # type: ignore[method-assign]
@@ -163,6 +118,32 @@ class ClientConnection(BatchedProtocol):
         self._guarded = active
         self._update_mode()
 
+    def send(self, data: bytes) -> None:
+        """The direct path: queue for the turn's write, counted against the bound."""
+        if not self.connected:
+            return
+        out = self._out
+        if not out:
+            self.batcher.mark(self)
+        out.append(data)
+        room = self._room - len(data)
+        self._room = room
+        if room < 0:
+            self._check_bound()
+
+    def _take(self, size: int) -> None:
+        """Count ``size`` more bytes held for the client (the slow paths)."""
+        room = self._room - size
+        self._room = room
+        if room < 0:
+            self._check_bound()
+
+    def _send_dropped(self, data: bytes) -> None:
+        """Dropped, abort pending (this turn): hold the frame for the session (hand_back)."""
+        if self.connected:
+            self._out.append(data)
+            self._room -= len(data)
+
     def _send_slow(self, data: bytes) -> None:
         if not self.connected:
             return
@@ -171,6 +152,7 @@ class ClientConnection(BatchedProtocol):
             if guarded is None:
                 return
             data = guarded
+        self._take(len(data))
         if self._limited:
             self.sender.enqueue(self, data)
         else:
@@ -180,6 +162,10 @@ class ClientConnection(BatchedProtocol):
         """The limiter's path: while it is limiting, collect for the sender's turn-end."""
         if not self.connected:
             return
+        room = self._room - len(data)
+        self._room = room
+        if room < 0:
+            self._check_bound()
         sender = self.sender
         if not sender.scheduler.limiting:
             sender.enqueue(self, data)
@@ -190,15 +176,15 @@ class ClientConnection(BatchedProtocol):
         inbox.append((self, data))
 
     def deliver(self, data: bytes) -> None:
-        """Queue one released frame for the next write (held while paused)."""
+        """Queue one released frame for the next write (held while paused).
+
+        Its bytes were counted when the connection took the frame.
+        """
         if not self.connected:
             return
         if self._paused:
             self._out.append(data)
-            self._held += len(data)
             self.sender.watch_memory()  # held bytes are recounted while any are held
-            if self._held > self.factory.max_held_bytes:
-                self._stalled(f"holds {self._held} bytes unread")
             return
         if not self._out:
             self.batcher.mark(self)
@@ -213,12 +199,16 @@ class ClientConnection(BatchedProtocol):
         out = self._out
         if out and self.connected and not self._paused:
             self._out = []
-            self._account(out)
+            self._room += self._account(out)
             self._write(out)
+            if self._paused:  # the write filled the transport: count all it holds now
+                self._check_bound()
 
-    def _account(self, out: list[bytes], number: bool = True) -> None:
+    def _account(self, out: list[bytes], number: bool = True) -> int:
         """Count what is written (by frame header, for the per-priority figures, and for
-        this connection) and number the session's notifications (session/replay.py)."""
+        this connection) and number the session's notifications (session/replay.py).
+
+        Returns the bytes of ``out``."""
         written = self.sender.written
         session = self.session
         replay = session.replay if session is not None and number else None
@@ -236,6 +226,7 @@ class ClientConnection(BatchedProtocol):
                 replay.append(frame)
         self.sent_bytes += size
         self.sent_frames += len(out)
+        return size
 
     def _write(self, out: list[bytes]) -> None:
         """Put frames on the transport (the tunnel wraps them in WebSocket messages)."""
@@ -250,10 +241,12 @@ class ClientConnection(BatchedProtocol):
         if not self.connected:
             return
         out, self._out = self._out, []
-        self._account(out)
+        self._room += self._account(out)
         self._account(frames, number=False)
         if out or frames:
             self._write(out + frames)
+            if self._paused:
+                self._check_bound()
 
     def hand_back(self) -> None:
         """The session leaves this connection: number what is still held for it.
@@ -266,32 +259,60 @@ class ClientConnection(BatchedProtocol):
         sender = getattr(self, "sender", None)
         if sender is not None:
             held += sender.take_waiting(self)
+        self._room = self._base
         if session is not None and held:
             session.replay.extend(held)
 
     def held_bytes(self) -> int:
-        """Bytes held for this client: queued for writing plus the transport's backlog."""
+        """Bytes held for this client here: queued for writing plus the transport's backlog.
+
+        What waits for it in the limiter is the sender's to count (``Sender.held_bytes``).
+        """
         out = self._out
-        return (sum(map(len, out)) if out else 0) + transport_backlog(self.transport)
+        return (sum(map(len, out)) if out else 0) + self.transport_held()
+
+    def held_total(self) -> int:
+        """Every byte held for this client: limiter, write queue, transport (what is bounded)."""
+        return self._base - self._room + self.transport_held()
+
+    def transport_held(self) -> int:
+        """Bytes given to the transport that the kernel has not taken yet."""
+        return transport_backlog(self.transport)
+
+    def _check_bound(self) -> None:
+        """Count exactly (the transport's backlog read now); drop the client past the bound."""
+        if self.dropped:
+            return
+        queued = self._base - self._room
+        backlog = self.transport_held()
+        bound = self.factory.max_held_bytes
+        self._base = bound - backlog
+        self._room = self._base - queued
+        if self._room < 0:
+            self._drop(f"holds {queued + backlog} bytes unsent (more than {bound})")
 
     def pauseProducing(self) -> None:
-        if self._paused or not self.connected or self._abort_call is not None:
+        if self._paused or not self.connected or self.dropped:
             return
         self._paused = True
-        self._held = sum(len(b) for b in self._out)
         self._update_mode()
+        self.sender.watch_memory()  # what the transport holds is recounted while held
         self._stall_call = self.batcher.clock.callLater(
             self.factory.max_unread_seconds,
             self._stalled,
             f"has not read for {self.factory.max_unread_seconds:g} s",
         )
+        self._check_bound()  # the transport's backlog, read now, counts from here on
 
     def resumeProducing(self) -> None:
-        if not self._paused:
+        if not self._paused or self.dropped:
             return
         self._paused = False
-        self._held = 0
         self._cancel_stall()
+        # The transport resumes us once its buffer is empty: nothing is in it now.
+        queued = self._base - self._room
+        self._base = self.factory.max_held_bytes
+        self._room = self._base - queued
         self._update_mode()
         self.flush()
 
@@ -304,9 +325,19 @@ class ClientConnection(BatchedProtocol):
             call.cancel()
 
     def _stalled(self, why: str) -> None:
-        """The client stopped reading: end its session and drop the connection."""
+        """The unread timer ran out."""
         self._stall_call = None
-        if not self.connected:
+        self._drop(why)
+
+    def _drop(self, why: str) -> None:
+        """The client stopped reading (or holds too much): abort the connection.
+
+        Nothing more is written to it; frames sent to it until the connection is lost
+        are held for the session, which lingers for a resume like any dropped
+        connection's (``hand_back``, ``Router.connection_lost``). The abort runs at the
+        next turn: this may be called from inside a write to the transport.
+        """
+        if not self.connected or self.dropped:
             return
         self.log.warn(
             "Client {remote} {why}: disconnecting",
@@ -315,30 +346,32 @@ class ClientConnection(BatchedProtocol):
             session_id=self.session.id if self.session is not None else None,
             event="sender.client_stalled",
         )
-        self._out = [
-            encode(
-                Kind.NOTIFICATION,
-                *SESSION_TERMINATED,
-                0,
-                {"reason": EndReason.UNEXPECTED.value, "detail": "client-not-reading"},
-            )
-        ]
-        self._held = 0
-        self._paused = False  # let the notice through to the transport's buffer
+        self.dropped = True
+        self._paused = True  # write nothing more
+        queued = self._base - self._room
+        self._base = UNBOUNDED  # counted still (held_total), checked no more
+        self._room = UNBOUNDED - queued
+        self._cancel_stall()
         self._update_mode()
-        session = self.session
-        if session is not None:
-            session.end(EndReason.UNEXPECTED, notify=False)
-        self.close()
-        self._abort_call = self.batcher.clock.callLater(self.factory.abort_grace, self._abort)
+        self._abort_call = self.batcher.clock.callLater(0, self._abort)
 
     def _abort(self) -> None:
+        """The drop, at the turn after it was decided.
+
+        The session takes what was held for it (numbered for its replay) and lingers
+        from now, so what is sent to it meanwhile goes to its bounded replay buffer,
+        not to this connection; then the transport is aborted.
+        """
         self._abort_call = None
         if self.connected:
+            self.hand_back()
+            self.router.connection_lost(self)
             self.transport.abortConnection()  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
         for event in self.decoder.feed(data):
+            if self.dropped:
+                return  # requests pipelined behind the drop are not answered
             if type(event) is Frame:
                 if event.kind != Kind.REQUEST:
                     self._refuse(
@@ -388,7 +421,7 @@ class ClientConnection(BatchedProtocol):
         The connection lets go of its transport as producer first: TLS shuts down
         only once no producer is registered (``TLSMemoryBIOProtocol.loseConnection``).
         """
-        if self.connected:
+        if self.connected and not self.dropped:
             self._resume_for_close()
             self.flush()
             self.transport.unregisterProducer()  # type: ignore[union-attr]
@@ -396,9 +429,8 @@ class ClientConnection(BatchedProtocol):
 
     def _resume_for_close(self) -> None:
         """Closing: what a pause held goes to the transport's buffer with the close."""
-        if self._paused:
+        if self._paused and not self.dropped:
             self._paused = False
-            self._held = 0
             self._cancel_stall()
             self._update_mode()
 
@@ -425,17 +457,28 @@ class ClientConnectionFactory(Factory):
         sender: Sender | None = None,
         max_unread_seconds: float = MAX_UNREAD_SECONDS,
         max_held_bytes: int = MAX_HELD_BYTES,
-        abort_grace: float = ABORT_GRACE,
     ):
         self.router = router
         self.batcher = batcher
         self.max_frame = max_frame
         self.sender = sender if sender is not None else Sender(batcher.clock, batcher=batcher)
         self.max_unread_seconds = max_unread_seconds
-        self.max_held_bytes = max_held_bytes
-        self.abort_grace = abort_grace
         self.connections: set[ClientConnection] = set()
+        self._max_held_bytes = max_held_bytes
         self._drained: list[defer.Deferred[None]] = []
+
+    @property
+    def max_held_bytes(self) -> int:
+        """The bound on the bytes held for one client (``--max-held-bytes``)."""
+        return self._max_held_bytes
+
+    @max_held_bytes.setter
+    def max_held_bytes(self, value: int) -> None:
+        """A new bound (a reload) applies to every open connection at once."""
+        self._max_held_bytes = value
+        for conn in list(self.connections):
+            if conn.connected:
+                conn._check_bound()
 
     def forget(self, conn: ClientConnection) -> None:
         self.connections.discard(conn)
