@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,14 @@ from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
 from smbridge import pki
-from smbridge.notifier.trust import NEW, TRUSTED, CertificateTrust, NotTrusted, fingerprint_pem
+from smbridge.notifier.trust import (
+    NEW,
+    TRUSTED,
+    CertificateTrust,
+    NotTrusted,
+    TrustStoreError,
+    fingerprint_pem,
+)
 from smbridge.testing import http_json, poll, start_site
 
 
@@ -92,3 +100,66 @@ class TrustEndToEnd(TestCase):
             reactor, "POST", f"{site.control_url}/api/certificates/zz/trust", {}
         )
         self.assertEqual(code, 400)
+
+
+def test_missing_directory_is_created_private_on_first_new_certificate(tmp_path: Path) -> None:
+    """A store under missing directories creates them 0700 and refuses with NotTrusted."""
+    der, fp = _der(tmp_path)
+    path = tmp_path / "work" / "deep" / "trust.json"
+    trust = CertificateTrust(path)
+    with pytest.raises(NotTrusted):
+        trust.check(der, "CN=localhost", 1.0)
+    for directory in (tmp_path / "work", tmp_path / "work" / "deep"):
+        assert directory.stat().st_mode & 0o777 == 0o700
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert CertificateTrust(path).listing()[0]["fingerprint"] == fp
+
+
+def test_trust_into_a_missing_directory_is_saved_and_reloaded(tmp_path: Path) -> None:
+    """Trusting before anything was saved writes the store; a new instance reads it back."""
+    der, fp = _der(tmp_path)
+    path = tmp_path / "missing" / "trust.json"
+    assert CertificateTrust(path).trust(fp)["state"] == TRUSTED
+    CertificateTrust(path).check(der, "CN=localhost", 2.0)
+    assert [e["state"] for e in CertificateTrust(path).listing()] == [TRUSTED]
+
+
+def test_save_is_atomic_and_leaves_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that fails half way keeps the old file whole; success leaves only trust.json."""
+    der, fp = _der(tmp_path)
+    path = tmp_path / "store" / "trust.json"
+    trust = CertificateTrust(path)
+    trust.trust(fp)
+    before = path.read_bytes()
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    monkeypatch.setattr(os, "replace", _failing_replace)
+    with pytest.raises(TrustStoreError):
+        trust.trust("ab" * 32)
+    assert path.read_bytes() == before
+    assert synced, "the temporary file is fsynced before the rename"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["trust.json"]
+    assert [e["fingerprint"] for e in trust.listing()] == [fp]  # the failed one is rolled back
+    monkeypatch.undo()
+    trust.trust("ab" * 32)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["trust.json"]
+    assert len(CertificateTrust(path).listing()) == 2
+
+
+def _failing_replace(src: Any, dst: Any) -> None:
+    raise OSError(28, "No space left on device")
+
+
+def test_corrupt_store_is_set_aside_and_nothing_is_trusted(tmp_path: Path) -> None:
+    """An unreadable store is moved aside (logged) and every certificate counts as new."""
+    der, _ = _der(tmp_path)
+    path = tmp_path / "trust.json"
+    path.write_text("{not json")
+    trust = CertificateTrust(path)
+    with pytest.raises(NotTrusted):
+        trust.check(der, "CN=localhost", 1.0)
+    assert (tmp_path / "trust.json.corrupt").read_text() == "{not json"
+    assert [e["state"] for e in CertificateTrust(path).listing()] == [NEW]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,15 +19,9 @@ from smbridge.client import connect
 from smbridge.config import BridgeConfig, NotifierAddress, TLSFiles
 from smbridge.router.router import BridgeIdentity
 from smbridge.service import BridgeService
-from smbridge.testing import SwitchoverWatcher, TwistdProcess, http_json, poll
+from smbridge.testing import SwitchoverWatcher, TwistdProcess, free_port, http_json, poll
 
 SESSIONS = 200  # over the 50 demo agents, four sessions each
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PairProcesses(TestCase):
@@ -39,8 +32,8 @@ class PairProcesses(TestCase):
     def setUp(self) -> None:
         self.work = Path(tempfile.mkdtemp(prefix="smbridge-procs-"))
         self.files = pki.ensure_site_pki(self.work / "pki")
-        self.link = {side: _free_port() for side in "ab"}
-        self.control = {side: _free_port() for side in "ab"}
+        self.link = {side: free_port() for side in "ab"}
+        self.control = {side: free_port() for side in "ab"}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def _spawn(self, side: str, role: str, site: Path | None = None) -> None:
@@ -197,7 +190,7 @@ class BackupSideRedirect(PairProcesses):
 
     def _bridge(self, name: str, kind: str, sides: str, pinned: bool) -> int:
         """A ``twistd smbridge`` process; returns its admin port."""
-        admin = _free_port()
+        admin = free_port()
         args = ["smbridge", "--name", name, "--fqdn", "localhost", "--kind", kind]
         args += ["--location", "Indianapolis", "--notifier-name", "localhost"]
         for side in sides:
@@ -236,7 +229,7 @@ class BackupSideRedirect(PairProcesses):
         from smbridge.client.protocol import ClientError
         from smbridge.notifier.demo import demo_site_dict
 
-        self.ports = {"sm1": _free_port(), "sm2": _free_port()}
+        self.ports = {"sm1": free_port(), "sm2": free_port()}
         data = demo_site_dict()
         data["bridges"] = [
             {"name": "sm1", "fqdn": "localhost", "kind": "off-server",

@@ -2,11 +2,14 @@
 
 Bridges register on their link; a record stays (marked disconnected) after the
 link drops, so the roster keeps listing it. Sessions are what bridges report with
-SessionOpened/SessionClosed, forgotten when their bridge's link drops.
+SessionOpened/SessionClosed, forgotten when their bridge's link drops. In a pair
+the roster also holds the bridges the other Notifier knows (``peer_bridges``,
+notifier/pair_roster.py), and retirements are times shared by both sides.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -14,6 +17,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from smbridge.errors import BadRequest, NotFound
+from smbridge.notifier.pair_roster import Known, combine
 from smbridge.notifier.site import BRIDGE_KINDS, Site
 
 
@@ -34,6 +38,7 @@ class BridgeRecord:
     registered_at: float
     link: Subscriber | None
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cic: str = ""  # the CIC server whose Notifier it registered with
 
     @property
     def connected(self) -> bool:
@@ -42,6 +47,9 @@ class BridgeRecord:
     @property
     def accepting(self) -> bool:
         return self.connected and self.info.get("accept", "default") not in ("maintenance", False)
+
+    def known(self) -> Known:
+        return Known(self.name, dict(self.info), self.registered_at, self.connected, self.cic)
 
 
 class Bridges:
@@ -53,10 +61,26 @@ class Bridges:
         self.site = site
         self.clock = clock
         self.records: dict[str, BridgeRecord] = {}
-        self.retired: set[str] = set()  # names left out of the roster until they register
+        # name -> when it was retired: left out of the roster until it registers later
+        self.retired: dict[str, float] = {}
         self._link_bridge: dict[Subscriber, str] = {}
+        self.peer_bridges: Callable[[], Mapping[str, Known]] = dict  # the pair's other half
 
-    def register(self, bridge_info: dict[str, Any], link: Subscriber, peer: str = "") -> None:
+    def restore(self, known: list[Known]) -> None:
+        """Take back the bridges saved before a restart (all down) that are not here now."""
+        for k in known:
+            if k.name not in self.records:
+                self.records[k.name] = BridgeRecord(
+                    k.name, dict(k.info), "", k.registered_at, None, cic=k.cic
+                )
+
+    def known(self) -> list[Known]:
+        """This side's bridges, as its half of the pair's roster."""
+        return [r.known() for r in self.records.values()]
+
+    def register(
+        self, bridge_info: dict[str, Any], link: Subscriber, peer: str = "", cic: str = ""
+    ) -> None:
         """Record a bridge that registered on ``link``; BadRequest when the Register is wrong."""
         name = bridge_info.get("name")
         if not isinstance(name, str) or not name:
@@ -75,8 +99,9 @@ class Bridges:
                 peer=peer,
                 event="notifier.bridge.replaced",
             )
-        self.records[name] = BridgeRecord(name, dict(bridge_info), peer, self.clock.seconds(), link)
-        self.retired.discard(name)
+        now = self.clock.seconds()
+        self.records[name] = BridgeRecord(name, dict(bridge_info), peer, now, link, cic=cic)
+        self.retired.pop(name, None)
         self._link_bridge[link] = name
         self.log.info(
             "Bridge {bridge} registered from {peer}",
@@ -88,16 +113,24 @@ class Bridges:
     def is_registered(self, link: Subscriber) -> bool:
         return link in self._link_bridge
 
+    def combined(self) -> dict[str, Known]:
+        """Every bridge of the pair's roster (this side's and the peer's), retired ones left out."""
+        own = {name: r.known() for name, r in self.records.items()}
+        return combine(own, self.peer_bridges(), self.retired)
+
     def retire(self, name: str) -> None:
-        """Leave a bridge that is down out of the roster until it registers again."""
-        record = self.records.get(name)
+        """Leave a bridge that is down (on both sides of a pair) out of the roster.
+
+        It comes back when it registers again, on either side.
+        """
+        known = self.combined().get(name)
         listed = any(b.name == name for b in self.site.bridges)
-        if record is None and not listed:
+        if known is None and not listed:
             raise NotFound(f"no bridge {name!r} in the roster")
-        if record is not None and record.connected:
+        if known is not None and known.connected:
             raise BadRequest(f"bridge {name!r} is connected; only a bridge that is down retires")
         self.records.pop(name, None)
-        self.retired.add(name)
+        self.retired[name] = self.clock.seconds()
         self.log.info("Bridge {bridge} retired", bridge=name, event="notifier.bridge.retired")
 
     def link_of(self, name: str) -> Subscriber:
@@ -135,32 +168,38 @@ class Bridges:
             record.sessions.clear()
             self.log.info("Bridge {bridge} disconnected", bridge=name, event="notifier.bridge.lost")
 
-    def roster(self) -> list[dict[str, Any]]:
-        """The site's bridges (configured values win, ports as registered), then unlisted ones."""
+    def roster(self, roles: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        """The site's bridges (configured values win, ports as registered), then unlisted ones.
+
+        ``roles`` (a pair only) maps CIC server names to their roles: an on-server
+        or pinned bridge's entry then names the server it registered with (``cic``).
+        """
+        known = self.combined()
+        roles = roles or {}
         out = []
         for b in self.site.bridges:
-            if b.name in self.retired:
+            k = known.get(b.name)
+            if k is None and b.name in self.retired:
                 continue
             entry = b.to_wire()
-            record = self.records.get(b.name)
-            if record is not None and isinstance(record.info.get("ports"), dict):
-                entry["ports"] = {**entry["ports"], **record.info["ports"]}
-            entry["available"] = record is not None and record.accepting
-            out.append(entry)
+            if k is not None and isinstance(k.info.get("ports"), dict):
+                entry["ports"] = {**entry["ports"], **k.info["ports"]}
+            entry["available"] = k is not None and k.accepting
+            out.append(_with_cic(entry, k, roles))
         listed = {b.name for b in self.site.bridges}
-        for record in self.records.values():
-            if record.name not in listed:
-                info = record.info
-                out.append(
-                    {
-                        "name": record.name,
-                        "fqdn": info.get("fqdn", record.name),
-                        "kind": info.get("kind", "off-server"),
-                        "location": info.get("location"),
-                        "ports": info.get("ports", {}),
-                        "available": record.accepting,
-                    }
-                )
+        for name in sorted(known):
+            if name in listed:
+                continue
+            k = known[name]
+            entry = {
+                "name": name,
+                "fqdn": k.info.get("fqdn", name),
+                "kind": k.info.get("kind", "off-server"),
+                "location": k.info.get("location"),
+                "ports": k.info.get("ports", {}),
+                "available": k.accepting,
+            }
+            out.append(_with_cic(entry, k, roles))
         return out
 
     def session_opened(self, link: Subscriber, body: dict[str, Any]) -> None:
@@ -196,6 +235,7 @@ class Bridges:
                 "location": r.info.get("location"),
                 "version": r.info.get("version"),
                 "registeredAt": r.registered_at,
+                "cic": r.cic,
                 "sessions": len(r.sessions),
             }
             for r in self.records.values()
@@ -207,3 +247,15 @@ class Bridges:
     def _record(self, link: Subscriber) -> BridgeRecord | None:
         name = self._link_bridge.get(link)
         return self.records[name] if name is not None else None
+
+
+def _with_cic(entry: dict[str, Any], k: Known | None, roles: Mapping[str, str]) -> dict[str, Any]:
+    """Name the CIC server (and its role) of an on-server or pinned bridge."""
+    if k is None or not k.cic or not roles:
+        return entry
+    if entry.get("kind") == "on-server" or k.info.get("pinned") is True:
+        cic = {"name": k.cic}
+        if k.cic in roles:
+            cic["role"] = roles[k.cic]
+        entry["cic"] = cic
+    return entry

@@ -26,8 +26,9 @@ from smbridge.notifier.pair import ROLES
 from smbridge.notifier.replace import replace_site
 from smbridge.notifier.site import SiteError
 from smbridge.notifier.site_parse import parse_site
+from smbridge.notifier.store import StoreError
 from smbridge.notifier.traffic import Traffic, checked_settings
-from smbridge.notifier.trust import CertificateTrust
+from smbridge.notifier.trust import CertificateTrust, TrustStoreError
 
 Handler = Callable[[dict[str, Any]], "dict[str, Any] | Deferred[dict[str, Any]]"]
 
@@ -80,6 +81,7 @@ class ControlResource(Resource):
             "/api/parameters": (b"POST", self.post_parameters, True),
             "/api/switchover": (b"POST", self.post_switchover, True),
             "/api/role": (b"POST", self.post_role, True),
+            "/api/pair/roster": (b"POST", self.post_pair_roster, True),
             "/api/load": (b"POST", self.post_load, True),
             "/api/bridges/retire": (b"POST", self.post_retire, True),
             "/api/bridges/accept": (b"POST", self.post_accept, True),
@@ -214,6 +216,13 @@ class ControlResource(Resource):
         changed = self.notifier.pair.set_role(role, "told by the peer")
         return {"role": role, "changed": changed}
 
+    def post_pair_roster(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The peer's half of the pair's roster; the answer is ours (notifier/pair_roster.py)."""
+        try:
+            return self.notifier.share.receive(body)
+        except BadRequest as e:
+            raise HTTPError(400, e.message) from e
+
     def post_load(self, body: dict[str, Any]) -> dict[str, Any]:
         """Simulate load: every link Ping is answered ``pingDelayMs`` late (0: at once)."""
         delay = _int(body, "pingDelayMs", 0, 600_000)
@@ -228,6 +237,8 @@ class ControlResource(Resource):
             raise HTTPError(404, e.message) from e
         except BadRequest as e:
             raise HTTPError(409, e.message) from e
+        except StoreError as e:  # retired until a restart
+            raise HTTPError(500, f"retired, but not saved: {e}") from e
         return {"roster": self.notifier.roster()}
 
     def post_accept(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -256,6 +267,8 @@ class ControlResource(Resource):
             return self._trust().trust(fingerprint)
         except ValueError as e:
             raise HTTPError(400, str(e)) from e
+        except TrustStoreError as e:  # not trusted: it would be lost at the next start
+            raise HTTPError(500, str(e)) from e
 
 
 def control_site(notifier: Notifier, traffic: Traffic) -> Site:

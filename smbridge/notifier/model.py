@@ -37,7 +37,8 @@ from smbridge.notifier.actions import Actions
 from smbridge.notifier.auth import Authenticator
 from smbridge.notifier.bridges import BridgeRecord, Bridges, Subscriber
 from smbridge.notifier.interactions import Interactions
-from smbridge.notifier.pair import PRIMARY, ROLES, Pair
+from smbridge.notifier.pair import BACKUP, PRIMARY, ROLES, Pair
+from smbridge.notifier.pair_roster import PairRoster
 from smbridge.notifier.site import Site
 from smbridge.notifier.statistics import Statistics
 from smbridge.notifier.trust import CertificateTrust
@@ -98,6 +99,15 @@ class Notifier:
         self.ping_delay = 0.0  # seconds each link Ping answer waits (simulated load)
         self.trust: CertificateTrust | None = None  # None: any certificate the CA signed
         self.bridges: dict[str, BridgeRecord] = self.registry.records
+        # The pair's one roster (notifier/pair_roster.py): the service wires the exchange.
+        self.share = PairRoster(
+            clock,
+            self.registry.known,
+            self.registry.retired,
+            self.push_roster,
+            lambda: self.cic_name,
+        )
+        self.registry.peer_bridges = self.share.peer_bridges
         self.auth = Authenticator(site)
         self.status_listeners: list[StatusListener] = []
         self._watchers: dict[str, dict[tuple[Subscriber, int], None]] = {}
@@ -283,8 +293,9 @@ class Notifier:
         the bridge is pinned to this server (``pinned: true``).
         """
         self.pair.check_register(pinned=bridge_info.get("pinned") is True)
-        self.registry.register(bridge_info, link, peer)
+        self.registry.register(bridge_info, link, peer, cic=self.cic_name)
         self.push_roster(skip=link)  # the registering bridge gets it in the answer
+        self.share.local_change()
         return {
             "cic": self.cic(),
             "site": self.site.name,
@@ -308,17 +319,28 @@ class Notifier:
         self.registry.link_lost(link)
         if registered:
             self.push_roster()
+            self.share.local_change()
 
     def bridge_changed(self, link: Subscriber, body: dict[str, Any]) -> None:
         """A bridge switched its accept mode at run time (BridgeChanged)."""
         if "accept" in body:
             self.registry.set_accept(link, body["accept"])
             self.push_roster()
+            self.share.local_change()
 
     def retire_bridge(self, name: str) -> None:
-        """Retire a bridge that is down (control API); the roster change is pushed."""
+        """Retire a bridge that is down (control API); pushed, told to the peer, saved.
+
+        StoreError when the retirement could not be saved (it holds until a restart).
+        """
         self.registry.retire(name)
         self.push_roster()
+        self.share.local_change()
+        self.share.save()
+
+    def load_roster(self) -> None:
+        """Read back what the roster file kept (bridges, retirements, the peer's half)."""
+        self.registry.restore(self.share.load())
 
     def set_bridge_accept(self, name: str, accept: Any) -> None:
         """Tell a connected bridge to switch its accept mode (control API).
@@ -350,7 +372,14 @@ class Notifier:
                 link.send_event(0, raw)
 
     def roster(self) -> list[dict[str, Any]]:
-        return self.registry.roster()
+        """The pair's one roster; on-server and pinned bridges name their server and its role."""
+        if self.pair.peer is None:
+            return self.registry.roster()  # no pair: no server to name
+        roles = {self.cic_name: self.pair.role}
+        peer = self.share.peer
+        if peer is not None and peer.cic != self.cic_name:
+            roles[peer.cic] = BACKUP if self.pair.role == PRIMARY else PRIMARY
+        return self.registry.roster(roles)
 
     def session_opened(self, link: Subscriber, body: dict[str, Any]) -> None:
         self.registry.session_opened(link, body)
@@ -395,6 +424,8 @@ class Notifier:
             "load": {"pingDelayMs": round(self.ping_delay * 1000)},
             "site": self.site.name,
             "bridges": self.registry.state(),
+            "roster": self.roster(),
+            "pairRoster": self.share.state(),
             "topics": self._topics_state(),
             "parameters": self.parameters,
             "licenses": self.actions.licenses.state(),

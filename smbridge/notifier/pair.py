@@ -8,7 +8,10 @@ on ``POST /api/switchover`` (on either side: it changes its own role and tells
 the peer through ``tell_peer``), and the backup takes over by itself when the
 primary has not answered a liveness probe for ``detection`` seconds (a crash).
 Every role change is logged (``notifier.pair.role``) and reported to listeners,
-which drop the bridges' links when this side became the backup.
+which drop the bridges' links when this side became the backup. Probe results are
+reported too (``on_peer``: True after each answer, False once the peer has been
+silent for ``detection`` seconds), so the pair's roster (notifier/pair_roster.py)
+can send its half again and stop counting a dead peer's bridges as connected.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ class Pair:
         self.peer_seen = clock.seconds()  # last time the peer answered a probe
         self.changes = 0
         self._listeners: list[Callable[[str], None]] = []
+        self._peer_listeners: list[Callable[[bool], None]] = []
         self._call: IDelayedCall | None = None
         self._probing = False
 
@@ -83,6 +87,11 @@ class Pair:
     def on_change(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(new_role)`` after each role change."""
         self._listeners.append(listener)
+
+    def on_peer(self, listener: Callable[[bool], None]) -> None:
+        """Call ``listener(True)`` after each probe the peer answers, ``listener(False)``
+        after each failed probe once it has been silent for the detection time."""
+        self._peer_listeners.append(listener)
 
     # --- role changes --------------------------------------------------------------
     def set_role(self, role: str, reason: str) -> bool:
@@ -150,11 +159,17 @@ class Pair:
 
     def _alive(self, _: Any) -> None:
         self.peer_seen = self.clock.seconds()
+        for listener in self._peer_listeners:
+            listener(True)
 
     def _silent(self, failure: Failure) -> None:
         silent_for = self.clock.seconds() - self.peer_seen
-        if self.role == BACKUP and silent_for >= self.detection:
+        if silent_for < self.detection:
+            return
+        if self.role == BACKUP:
             self.set_role(PRIMARY, f"peer {self.peer} silent for {silent_for:.1f} s")
+        for listener in self._peer_listeners:
+            listener(False)
 
     def _again(self, _: Any) -> None:
         if self._probing and self._call is None:

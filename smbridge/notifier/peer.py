@@ -2,8 +2,9 @@
 
 The probe is a plain TCP connect to the peer's link port (closed at once): a
 live Notifier process accepts it, a crashed one does not. Roles travel over the
-peer's control API (``POST /api/role``), which listens on localhost or a
-management network, as the control API always does.
+peer's control API (``POST /api/role``), and so do the halves of the pair's one
+roster (``POST /api/pair/roster``, notifier/pair_roster.py); the control API
+listens on localhost or a management network, as it always does.
 """
 
 from __future__ import annotations
@@ -48,6 +49,14 @@ class PeerClient:
 
     def tell_role(self, role: str) -> defer.Deferred[Any]:
         """Ask the peer to take ``role`` through its control API."""
+        return self._post("/api/role", {"role": role})
+
+    def exchange_roster(self, half: dict[str, Any]) -> defer.Deferred[Any]:
+        """Send this side's half of the pair's roster; fire with the peer's half."""
+        return self._post("/api/pair/roster", half)
+
+    def _post(self, path: str, body: dict[str, Any]) -> defer.Deferred[Any]:
+        """POST JSON to the peer's control API; fire with the JSON answer of a 200."""
         if self.control_url is None:
             return defer.fail(RuntimeError("no --peer-control given"))
         import treq
@@ -55,8 +64,8 @@ class PeerClient:
 
         pool = HTTPConnectionPool(self.reactor, persistent=False)
         d: defer.Deferred[Any] = treq.post(
-            f"{self.control_url}/api/role",
-            json={"role": role},
+            f"{self.control_url}{path}",
+            json=body,
             pool=pool,
             timeout=self.timeout * 2,
         )

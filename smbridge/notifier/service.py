@@ -64,11 +64,13 @@ class NotifierService(MultiService):
         detection: float = 5.0,
         probe_interval: float = 1.0,
         trust: CertificateTrust | None = None,
+        roster_store: Path | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.site = site
         self.notifier = Notifier(site, reactor)
         self.notifier.trust = trust
+        self.notifier.share.path = roster_store  # read back at start (docs/roster.md)
         self._links = NotifierLinkFactory(self.notifier)
         self.notifier.pair.on_change(self._role_changed)
         if role is not None or peer is not None:
@@ -145,6 +147,9 @@ class NotifierService(MultiService):
             interval=min(1.0, detection / 3),
         )
         pair.on_change(self._role_changed)
+        share = self.notifier.share
+        share.exchange = client.exchange_roster if client and client.control_url else None
+        pair.on_peer(lambda alive: share.peer_alive() if alive else share.peer_lost())
         self.notifier.pair = pair
         if self.running:
             pair.start()
@@ -161,12 +166,15 @@ class NotifierService(MultiService):
         self._links.drop_all()
 
     def startService(self) -> None:
+        self.notifier.load_roster()
+        self.notifier.share.start()
         super().startService()  # type: ignore[no-untyped-call]
         self.traffic.start()
         self.notifier.pair.start()
 
     def stopService(self) -> Deferred[Any]:
         self.notifier.pair.stop()
+        self.notifier.share.stop()
         self.traffic.stop()
         self.notifier.statistics.cancel()
         d: Deferred[Any] = super().stopService()  # type: ignore[no-untyped-call]

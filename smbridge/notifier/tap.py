@@ -51,6 +51,7 @@ class NotifierConfig:
     cic_name: str | None = None  # this CIC server's name (default: the site's cic.name)
     trust_any: bool = False  # accept every bridge certificate the CA signed
     trust_store: Path | None = None  # trusted/new bridge certificates; None: WORK/trust.json
+    roster_store: Path | None = None  # the roster kept across restarts; None: WORK/roster-CIC.json
     trusted: tuple[Path, ...] = ()  # bridge certificates (PEM) trusted from the start
     imported_cas: tuple[Path, ...] = ()  # more authorities bridges' certificates may chain to
 
@@ -62,6 +63,12 @@ class NotifierConfig:
         if self.cert is None:
             files.append(pki.SitePKI.in_dir(self.work_path / "pki").bridge_client)
         return CertificateTrust(self.trust_store or self.work_path / "trust.json", (), files)
+
+    def roster_file(self) -> Path:
+        """Where the roster is kept; named after the CIC server, so a pair may share WORK."""
+        if self.roster_store is not None:
+            return self.roster_store
+        return self.work_path / f"roster-{self.cic_name or self.site.cic.name}.json"
 
     def tls_options(self) -> CertificateOptions:
         """Read the link's TLS options, creating the site PKI first when no --cert was given."""
@@ -115,6 +122,12 @@ class Options(usage.Options):
         ["resources", None, None, "Directory the resource host serves (default: demo files)."],
         ["role", None, None, "primary or backup in a switchover pair (default: the site's)."],
         ["trust-store", None, None, "JSON file of trusted bridge certificates (WORK/trust.json)."],
+        [
+            "roster-store",
+            None,
+            None,
+            "JSON file keeping the roster and retirements (WORK/roster-CIC.json).",
+        ],
         ["cic-name", None, None, "This CIC server's name (default: the site file's cic.name)."],
         ["peer", None, None, "HOST:PORT of the other Notifier's link (a switchover pair)."],
         [
@@ -211,6 +224,7 @@ class Options(usage.Options):
             cic_name=self["cic-name"],
             trust_any=bool(self["trust-any"]),
             trust_store=Path(self["trust-store"]) if self["trust-store"] else None,
+            roster_store=Path(self["roster-store"]) if self["roster-store"] else None,
             trusted=tuple(self.trusted),
             imported_cas=tuple(self.imported_cas),
         )
@@ -266,6 +280,7 @@ def make_notifier_service(config: NotifierConfig, reactor: Any) -> NotifierServi
         detection=config.detection,
         probe_interval=min(1.0, config.detection / 3),
         trust=config.certificate_trust(),
+        roster_store=config.roster_file(),
     )
     if config.cic_name:
         service.notifier.cic_name = config.cic_name

@@ -5,15 +5,17 @@ that) and be trusted here. A certificate the Notifier has not seen before is
 recorded as ``new`` and its Register refused with ``certificate-not-trusted``;
 an administrator trusts it with ``POST /api/certificates/{fingerprint}/trust``
 (the control API lists them), and the bridge's next attempt is accepted. The
-store is a JSON file so trust survives a restart. Fingerprints are SHA-256 of
+store is a JSON file so trust survives a restart: written atomically, its
+directory created (0700) when missing (notifier/store.py). A store that cannot
+be written never takes the link down: a new certificate is still refused (and
+logged), and a trust that cannot be saved is undone and reported, so what the
+control API answers is what the next start reads. Fingerprints are SHA-256 of
 the DER certificate, lowercase hex without separators.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from twisted.logger import Logger
 
 from smbridge.errors import ProtocolError
+from smbridge.notifier.store import StoreError, read_json, write_json
 
 NEW = "new"
 TRUSTED = "trusted"
@@ -30,6 +33,10 @@ TRUSTED = "trusted"
 
 class NotTrusted(ProtocolError):
     code = "certificate-not-trusted"
+
+
+class TrustStoreError(Exception):
+    """A trust decision could not be saved; nothing changed."""
 
 
 def fingerprint_der(der: bytes) -> str:
@@ -71,9 +78,21 @@ class CertificateTrust:
         if self._loaded:
             return
         self._loaded = True
-        if self.path is not None and self.path.is_file():
-            data = json.loads(self.path.read_text())
-            self.certificates = dict(data.get("certificates", {}))
+        if self.path is not None:
+            try:
+                data = read_json(self.path) or {}
+            except StoreError as e:
+                self.log.error(
+                    "Trust store: {error}; every bridge certificate counts as new",
+                    error=str(e),
+                    event="notifier.trust.unreadable",
+                )
+                data = {}
+            certificates = data.get("certificates", {})
+            if isinstance(certificates, dict):
+                self.certificates = {
+                    fp: dict(entry) for fp, entry in certificates.items() if isinstance(entry, dict)
+                }
         for fp in self._trusted + [fingerprint_pem(p) for p in self._trusted_files]:
             entry = self.certificates.setdefault(fp, {"subject": None, "firstSeen": None})
             entry["state"] = TRUSTED
@@ -89,7 +108,10 @@ class CertificateTrust:
             return
         if entry is None:
             self.certificates[fp] = {"state": NEW, "subject": subject, "firstSeen": now}
-            self._save()
+            try:
+                self._save()
+            except TrustStoreError as e:  # listed until a restart; the refusal stands
+                self.log.error("{error}", error=str(e), event="notifier.trust.save_failed")
             self.log.warn(
                 "New bridge certificate {fingerprint} ({subject}): not trusted yet",
                 fingerprint=fp,
@@ -102,9 +124,17 @@ class CertificateTrust:
         """Trust a certificate (seen or not yet seen); return its entry."""
         fp = normalise(fingerprint)
         self._load()
-        entry = self.certificates.setdefault(fp, {"subject": None, "firstSeen": None})
-        entry["state"] = TRUSTED
-        self._save()
+        old = self.certificates.get(fp)
+        entry = {"subject": None, "firstSeen": None, **(old or {}), "state": TRUSTED}
+        self.certificates[fp] = entry
+        try:
+            self._save()
+        except TrustStoreError:
+            if old is None:
+                del self.certificates[fp]
+            else:
+                self.certificates[fp] = old
+            raise
         self.log.info(
             "Trusted bridge certificate {fingerprint}",
             fingerprint=fp,
@@ -117,8 +147,10 @@ class CertificateTrust:
         return [{"fingerprint": fp, **entry} for fp, entry in sorted(self.certificates.items())]
 
     def _save(self) -> None:
+        """Write the store atomically; TrustStoreError when it cannot be written."""
         if self.path is None:
             return
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"certificates": self.certificates}, indent=2))
-        os.replace(tmp, self.path)
+        try:
+            write_json(self.path, {"certificates": self.certificates})
+        except StoreError as e:
+            raise TrustStoreError(f"the trust store was not saved: {e}") from e

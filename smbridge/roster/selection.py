@@ -188,6 +188,11 @@ def rule_for_user(rules: RuleSet, location: str | None) -> Resolved:
     return resolve(rules.rule_for(location), location, rules.cic_location)
 
 
+def _on_backup(entry: Mapping[str, Any]) -> bool:
+    cic = entry.get("cic")
+    return isinstance(cic, Mapping) and cic.get("role") == "backup"
+
+
 def order_roster(
     roster: Sequence[Mapping[str, Any]],
     rule: Resolved,
@@ -200,7 +205,9 @@ def order_roster(
     and off-server together); then, if other locations are allowed, the other
     off-server bridges, then the other on-server ones; last, always, one entry
     ``{"address": a}`` per raw address of the host the user typed. Each group is
-    shuffled with ``rng``; empty groups are left out.
+    shuffled with ``rng``, then a bridge on the backup CIC server of a pair (its
+    entry's ``cic.role``) moves behind the rest of its group: the note puts the
+    primary server's bridge first. Empty groups are left out.
     """
     rng = rng or random.Random()
     entries = [dict(e) for e in roster if str(e.get("location") or "") not in rule.excluded]
@@ -213,6 +220,7 @@ def order_roster(
         group = [entries[i] for i in picked]
         if group:
             rng.shuffle(group)
+            group.sort(key=_on_backup)  # stable: the shuffle stands otherwise
             groups.append(group)
 
     for locs in rule.groups:
