@@ -10,6 +10,7 @@ from smbridge.codec.frames import DEFAULT_MAX_FRAME
 from smbridge.router.router import BridgeIdentity
 from smbridge.session.negotiate import TimeoutPolicy
 
+LINK_MAX_FRAME = 16 << 20  # frames from the Notifier: directories and rosters can be large
 NOTIFIER_PORT = 5597
 CLIENT_PORT = 3952
 WS_PORT = 8951
@@ -84,7 +85,8 @@ class BridgeConfig:
     interface: str = ""
     allow_cleartext: bool = False
     policy: TimeoutPolicy = field(default_factory=TimeoutPolicy)
-    max_frame: int = DEFAULT_MAX_FRAME
+    max_frame: int = DEFAULT_MAX_FRAME  # largest frame taken from a client
+    link_max_frame: int = LINK_MAX_FRAME  # largest frame taken from the Notifier (its own limit)
     max_watches: int = 200  # watches one session may hold (queues, users, workgroups)
     max_unread_seconds: float = 60.0  # a client that reads nothing this long is dropped
     max_held_bytes: int = 4 << 20  # ... or once this many bytes wait for it (docs/sender.md)

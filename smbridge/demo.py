@@ -16,6 +16,7 @@ from typing import Any
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from smbridge import pki
 from smbridge.config import BridgeConfig, NotifierAddress, TLSFiles
@@ -87,9 +88,19 @@ class DemoService(MultiService):
         self.notifier.setName("notifier")
         self.notifier.setServiceParent(self)
         super().startService()  # type: ignore[no-untyped-call]
-        self.notifier.when_listening().addCallback(self._start_bridge).addErrback(
-            lambda f: self.log.failure("Demo start-up failed", failure=f, event="demo.failed")
-        )
+        # The Notifier's ports bind at once (TCP): the bridge starts here, inside
+        # startService, so a bridge port that cannot bind (ListenFailed) stops twistd
+        # instead of leaving the embedded Notifier running with no bridge.
+        outcome: list[object] = []
+        self.notifier.when_listening().addBoth(outcome.append)
+        if not outcome:  # not bound yet (an endpoint that binds later): start when it is
+            self.notifier.when_listening().addCallback(self._start_bridge).addErrback(
+                lambda f: self.log.failure("Demo start-up failed", failure=f, event="demo.failed")
+            )
+        elif isinstance(outcome[0], Failure):
+            outcome[0].raiseException()
+        else:
+            self._start_bridge(None)
 
     def _start_bridge(self, _: object) -> None:
         link_port = self.notifier.link_port.getHost().port

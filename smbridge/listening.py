@@ -1,18 +1,21 @@
 """A service that listens on an endpoint while it runs; shared by the bridge and the Notifier.
 
 ``when_listening()`` fires with the bound port (tests listen on port 0 and read
-it back). A bind that fails at start-up raises from ``startService``, so twistd
-stops with the reason instead of running deaf. With ``track=True`` the service
-remembers accepted connections and closes them when stopped, so that a stopped
-server is really gone; the bridge closes its own clients more gracefully and
-leaves it off, keeping the per-connection wrapper off its hot path.
+it back). A bind that fails at start-up raises :class:`ListenFailed` from
+``startService``, so twistd stops with the reason instead of running deaf;
+:class:`ExitOnListenFailure`, the top service of ``twistd smbridge``, turns it into
+one critical log line naming the address (and the option) and exit status 1.
+With ``track=True`` the service remembers accepted connections and closes them
+when stopped, so that a stopped server is really gone; the bridge closes its own
+clients more gracefully and leaves it off, keeping the per-connection wrapper off
+its hot path.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from twisted.application.service import Service
+from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
@@ -21,11 +24,68 @@ from twisted.internet.defer import (
     gatherResults,
     succeed,
 )
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
+
+
+class ListenFailed(Exception):
+    """A listener could not bind: which one, where, why (and the option that sets it)."""
+
+    def __init__(self, name: str, where: str, reason: str, option: str | None = None) -> None:
+        super().__init__(name, where, reason)
+        self.name = name
+        self.where = where
+        self.reason = reason
+        self.option = option
+
+    @classmethod
+    def of(cls, name: str, failure: Failure) -> ListenFailed:
+        error = failure.value
+        if isinstance(error, CannotListenError):
+            host = error.interface or "*"
+            where = f"[{host}]:{error.port}" if ":" in host else f"{host}:{error.port}"
+            socket_error = error.socketError
+            reason = getattr(socket_error, "strerror", None) or str(socket_error)
+            return cls(name, where, reason)
+        return cls(name, "its endpoint", failure.getErrorMessage())
+
+    def __str__(self) -> str:
+        option = f" ({self.option})" if self.option else ""
+        return f"{self.name} cannot listen on {self.where}{option}: {self.reason}"
+
+
+class ExitOnListenFailure(MultiService):
+    """twistd's top service: a listener that cannot bind ends the process, in one line.
+
+    ``startService`` runs before the reactor: the failure is logged critical (event
+    ``listener.bind_failed``) and ``SystemExit(1)`` ends twistd with a non-zero
+    status, so a supervisor (systemd's ``Restart=on-failure``) sees the failure.
+    """
+
+    log = Logger()
+
+    def __init__(self, service: IService) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.wrapped = service
+        service.setServiceParent(self)
+
+    def startService(self) -> None:
+        try:
+            super().startService()  # type: ignore[no-untyped-call]
+        except ListenFailed as e:
+            self.log.critical(
+                "Stopping: {message}",
+                message=str(e),
+                listener=e.name,
+                where=e.where,
+                option=e.option,
+                event="listener.bind_failed",
+            )
+            raise SystemExit(1) from None
 
 
 class TrackingFactory(WrappingFactory):
@@ -67,6 +127,7 @@ class ListenerService(Service):
         self._failure: Failure | None = None
         self._pending: Deferred[IListeningPort] | None = None
         self._waiters: list[Deferred[IListeningPort]] = []
+        self._starting = False  # a failure now raises from startService (not logged twice)
 
     def when_listening(self) -> Deferred[IListeningPort]:
         if self.port is not None:
@@ -80,10 +141,14 @@ class ListenerService(Service):
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
         self._failure = None
-        self._pending = self.endpoint.listen(self.factory)
-        self._pending.addCallbacks(self._listening, self._failed)
+        self._starting = True
+        try:
+            self._pending = self.endpoint.listen(self.factory)
+            self._pending.addCallbacks(self._listening, self._failed)
+        finally:
+            self._starting = False
         if self._failure is not None:  # TCP binds synchronously: fail start-up loudly
-            self._failure.raiseException()
+            raise ListenFailed.of(self.name, self._failure)
 
     def _listening(self, port: IListeningPort) -> None:
         self._pending = None
@@ -103,7 +168,7 @@ class ListenerService(Service):
     def _failed(self, failure: Failure) -> None:
         self._pending = None
         self._failure = failure
-        if not (failure.check(CancelledError) and not self.running):
+        if not self._starting and not (failure.check(CancelledError) and not self.running):
             self.log.error(
                 "{name} cannot listen: {error}",
                 name=self.name,

@@ -3,13 +3,18 @@
 Construction does no I/O. Certificates are read and sockets opened in
 ``startService``; ``when_ready()`` fires once the listener is bound and the
 Notifier link is registered, which is what tests and the demo wait on.
+
+Every listener (client port, ws, wss, admin) binds before the Notifier is dialled:
+one that cannot bind raises :class:`~smbridge.listening.ListenFailed` naming its
+option, the listeners already bound are closed, and the bridge never registers
+(``twistd smbridge`` then exits 1: :class:`~smbridge.listening.ExitOnListenFailure`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.internet.endpoints import (
     HostnameEndpoint,
@@ -32,7 +37,7 @@ from smbridge.admin.api import admin_site
 from smbridge.admin.reload import SighupReloader
 from smbridge.codec.catalog import LINK_PING
 from smbridge.config import BridgeConfig, NotifierAddress
-from smbridge.listening import ListenerService
+from smbridge.listening import ListenerService, ListenFailed
 from smbridge.memory import MemoryTrimmer
 from smbridge.roster.drain import Drainer
 from smbridge.router.router import Router
@@ -47,6 +52,14 @@ from smbridge.tunnel.uris import TableEight
 from smbridge.upstream.addresses import PINNED, NotifierEndpoints
 from smbridge.upstream.connector import UpstreamConnector
 from smbridge.upstream.load import LoadMeter
+
+# The option that sets each listener's port, named when it cannot bind.
+LISTENER_OPTIONS = {
+    "client-listener": "--port",
+    "ws-listener": "--ws-port",
+    "wss-listener": "--wss-port",
+    "admin-api": "--admin-port",
+}
 
 
 def server_endpoint(reactor: Any, port: int, interface: str) -> IStreamServerEndpoint:
@@ -82,7 +95,7 @@ class BridgeService(MultiService):
             registration,
             self.batcher,
             ", ".join(str(a) for a in config.notifiers),
-            config.max_frame,
+            config.link_max_frame,  # the Notifier's frames have their own limit (not --max-frame)
         )
         self.load = LoadMeter(
             reactor,
@@ -176,11 +189,44 @@ class BridgeService(MultiService):
             site = admin_site(self, self.config.admin_token)
             self.admin = ListenerService("admin-api", endpoint, site)
             self.admin.setServiceParent(self)  # type: ignore[no-untyped-call]
-        super().startService()  # type: ignore[no-untyped-call]
+        self._start_listening_first()
         if self.config.config_file is not None:  # SIGHUP re-reads it (docs/operations.md)
             self.sighup = SighupReloader(self, self.reactor)
             self.sighup.install()
         self.load.start()
+
+    def _start_listening_first(self) -> None:
+        """Start every child but the upstream link, then dial once all ports are bound."""
+        Service.startService(self)  # running, without MultiService starting the children
+        started: list[Any] = []
+        try:
+            for child in list(self):
+                if child is not self.upstream:
+                    child.startService()
+                    started.append(child)
+        except ListenFailed as e:
+            e.option = e.option or LISTENER_OPTIONS.get(e.name)
+            self.running = False
+            for child in reversed(started):  # give back the ports already bound
+                child.stopService()
+            raise
+        self._bound().addCallbacks(lambda _: self.upstream.startService(), self._bind_failed)
+
+    def _bound(self) -> defer.Deferred[None]:
+        listeners = [s for s in (self.listener, self.admin) if s is not None]
+        waits: list[defer.Deferred[Any]] = [s.when_listening() for s in listeners]
+        if self.tunnel is not None:
+            waits.append(self.tunnel.when_listening())
+        return defer.gatherResults(waits, consumeErrors=True).addCallback(lambda _: None)
+
+    def _bind_failed(self, failure: Any) -> None:
+        """A listener that failed after start-up (not TCP's way): stop instead of running deaf."""
+        self.log.critical(
+            "A listener cannot bind ({error}); stopping without registering at the Notifier",
+            error=failure.getErrorMessage(),
+            event="listener.bind_failed",
+        )
+        self.reactor.stop()
 
     def when_ready(self) -> defer.Deferred[None]:
         """Fire once the listener is bound and the Notifier link is up."""

@@ -13,6 +13,7 @@ from twisted.python import usage
 from smbridge.codec.frames import DEFAULT_MAX_FRAME
 from smbridge.config import (
     CLIENT_PORT,
+    LINK_MAX_FRAME,
     WS_PORT,
     WSS_PORT,
     BridgeConfig,
@@ -122,7 +123,14 @@ class Options(usage.Options):
             "smallest session timeout a client may ask, seconds",
             int,
         ],
-        ["max-frame", None, DEFAULT_MAX_FRAME, "largest frame accepted, bytes", int],
+        ["max-frame", None, DEFAULT_MAX_FRAME, "largest frame accepted from a client, bytes", int],
+        [
+            "link-max-frame",
+            None,
+            LINK_MAX_FRAME,
+            "largest frame accepted from the Notifier, bytes (at least the protocol's 1048576)",
+            int,
+        ],
         ["max-watches", None, 200, "watches one session may hold", int],
         ["max-unread-seconds", None, 60.0, "drop a client that reads nothing this long", float],
         [
@@ -264,6 +272,11 @@ class Options(usage.Options):
             raise usage.UsageError("--log-format must be text or json")
         if self["max-frame"] < 1024:
             raise usage.UsageError("--max-frame must be at least 1024 bytes")
+        if not DEFAULT_MAX_FRAME <= self["link-max-frame"] <= 1 << 30:
+            raise usage.UsageError(
+                f"--link-max-frame must be {DEFAULT_MAX_FRAME}..{1 << 30} bytes "
+                "(the Notifier may send frames up to the protocol's default)"
+            )
         for flag in (
             "ws-port",
             "wss-port",
@@ -316,6 +329,7 @@ class Options(usage.Options):
             allow_cleartext=bool(self["allow-cleartext"]),
             policy=policy,
             max_frame=self["max-frame"],
+            link_max_frame=self["link-max-frame"],
             max_watches=self["max-watches"],
             max_unread_seconds=self["max-unread-seconds"],
             max_held_bytes=self["max-held-bytes"],
@@ -423,6 +437,9 @@ def makeService(options: Options) -> IService:
         )
     else:
         service = BridgeService(config, r)
+    from smbridge.listening import ExitOnListenFailure
+
+    service = ExitOnListenFailure(service)  # a port that cannot bind: exit 1, one line
     if options["log-format"] == "json":
         from smbridge.logs import JSONLogging
 

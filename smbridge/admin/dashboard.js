@@ -46,6 +46,10 @@ function renderStatus(s) {
   const load = n.load || {};
   text("notifier-rtt", load.pingMs); text("notifier-loaded", load.loaded ? "(loaded)" : "");
   text("notifier-switchovers", n.switchovers); text("notifier-error", n.lastError || "none");
+  const linkError = $("notifier-error");  // why the link is down: red while there is a reason
+  linkError.className = n.lastError ? "" : "muted";
+  linkError.style.color = n.lastError ? "var(--bad)" : "";
+  text("notifier-attempts", n.attempts);
   const sender = s.sender || {};
   text("limiter-enabled", sender.limiterEnabled ? "enabled" : "off");
   text("limiter-limiting", yesNo(sender.limiting));

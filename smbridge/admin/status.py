@@ -35,7 +35,10 @@ def status(bridge: BridgeService) -> dict[str, Any]:
             "server": upstream.server,
             "state": upstream.state.value,
             "cic": registered.get("cic") if upstream.up else None,
+            # Why the link is down (name mismatch, untrusted certificate, refused...);
+            # null once it is up. Logged once per change as upstream.link.failed.
             "lastError": upstream.last_error,
+            "attempts": upstream.attempts,
             "mode": bridge.config.switchover_mode,
             "addresses": [str(a) for a in bridge.config.notifiers],
             "switchovers": upstream.switchovers,

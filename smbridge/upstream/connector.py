@@ -12,21 +12,33 @@ refused by a backup: looking for the current primary). When the endpoint is a
 primary (``not-primary``) makes the next attempt dial it. Coming up again after
 ``switching`` is a switchover: listeners hear ``("started", cic)`` when an up link
 drops and ``("completed", cic)`` when the link is registered again.
+
+When to dial again is :class:`~smbridge.upstream.backoff.LinkBackoff`'s call: a
+link that drops right after coming up backs off like a failed attempt. Why the
+link is down is ``last_error`` (``/api/status``'s ``lastError``), in the words of
+:func:`~smbridge.upstream.reasons.describe`; it is logged at warning level with
+the event key ``upstream.link.failed`` once per change of reason (per address),
+not once per retry, and ``upstream.link.recovered`` says when the link is back.
 """
 
 from __future__ import annotations
 
 import enum
-import random
 from collections.abc import Callable
 from typing import Any
 
-from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.internet import ClientService
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from smbridge.codec import Frame
 from smbridge.codec.catalog import LINK_REGISTER, MessageType
@@ -35,7 +47,9 @@ from smbridge.errors import ProtocolError, UpstreamUnavailable
 from smbridge.session.session import Session
 from smbridge.transports.batch import WriteBatcher
 from smbridge.upstream.addresses import NotifierEndpoints
+from smbridge.upstream.backoff import LinkBackoff
 from smbridge.upstream.link import DeferredPending, RelayPending, UpstreamLink, UpstreamLinkFactory
+from smbridge.upstream.reasons import describe
 
 
 class LinkState(enum.Enum):
@@ -59,8 +73,6 @@ _ALLOWED: dict[LinkState, set[LinkState]] = {
     LinkState.SWITCHING: {LinkState.REGISTERING, LinkState.DISCONNECTED},
 }
 
-QUICK_RETRY = 0.2  # seconds: upper bound of a quick (jittered) retry
-
 SwitchoverListener = Callable[[str, Any], None]  # (phase, cic)
 
 
@@ -76,6 +88,7 @@ class UpstreamConnector(Service):
         server: str,
         max_frame: int,
     ) -> None:
+        """``max_frame`` caps frames from the Notifier (``--link-max-frame``)."""
         self.clock = clock
         self.registration = registration
         # Called with the Register payload just before it is sent (the service fills in
@@ -93,16 +106,17 @@ class UpstreamConnector(Service):
         self._switching = False  # an up link dropped (or a backup refused us) since last up
         self.switchovers = 0  # completed switchovers (reconnects after being up)
         self._refused_link: UpstreamLink | None = None  # the link whose Register was refused
-        # Quick retries left: after an up link drops each address gets one at once, and
-        # a refusal naming the primary sends the next attempt there at once (jittered).
-        self._quick = 0
-        self._backoff = backoffPolicy(
-            initialDelay=0.5, maxDelay=30.0, factor=1.7, jitter=random.random
-        )
+        self.backoff = LinkBackoff(clock)  # the delay before each attempt (module docstring)
+        self.attempts = 0  # dials so far
+        self._dialled = server  # the address of the current (or last) attempt
+        # address -> the reason last logged for it; forgotten once a link has lasted
+        # (a link that flaps does not log the same reason again on every drop).
+        self._reported: dict[str, str] = {}
+        self._recovery_logged = False
         self.endpoint = endpoint
-        factory = UpstreamLinkFactory(self, batcher, max_frame)
+        factory = self.link_factory = UpstreamLinkFactory(self, batcher, max_frame)
         self._client = ClientService(
-            endpoint,
+            _Dialler(self),
             factory,
             retryPolicy=self._retry_delay,
             clock=clock,
@@ -120,11 +134,39 @@ class UpstreamConnector(Service):
         return d
 
     def _retry_delay(self, attempt: int) -> float:
-        if self._quick > 0:
-            self._quick -= 1
-            return QUICK_RETRY * random.random()
-        delay: float = self._backoff(attempt)
-        return delay
+        # ClientService's own count restarts with every connection, even one that
+        # fails at once (TLS, Register): the backoff keeps its own.
+        return self.backoff.next_delay()
+
+    def _dial(self, factory: IProtocolFactory) -> defer.Deferred[IProtocol]:
+        """One attempt: dial the endpoint; a failure to connect is a reported failure."""
+        self.attempts += 1
+        address = self._dialled = self._dialling()
+        d: defer.Deferred[IProtocol] = self.endpoint.connect(factory)
+
+        def failed(failure: Failure) -> Failure:
+            if self.running and not failure.check(defer.CancelledError):
+                self.backoff.failed()
+                self._report(describe(failure.value, address), address)
+            return failure
+
+        return d.addErrback(failed)
+
+    def _report(self, reason: str, address: str | None = None) -> None:
+        """Say why the link is down: ``last_error`` always, the log once per change."""
+        address = address or self._dialled
+        self.last_error = reason
+        if self._reported.get(address) == reason:
+            return
+        self._reported[address] = reason
+        self._recovery_logged = False
+        self.log.warn(
+            "Notifier link {server}: {reason}",
+            server=address,
+            reason=reason,
+            state=self.state.value,
+            event="upstream.link.failed",
+        )
 
     def on_up(self, listener: Callable[[], object]) -> None:
         """Call ``listener()`` each time the link comes up registered."""
@@ -195,6 +237,15 @@ class UpstreamConnector(Service):
             return
         self.link = link
         self.registered = reply
+        self.backoff.came_up()
+        if self._reported and not self._recovery_logged:
+            self._recovery_logged = True
+            self.log.info(
+                "Notifier link {server} is up (it was down: {previous})",
+                server=self._dialled,
+                previous=self.last_error,
+                event="upstream.link.recovered",
+            )
         self.last_error = None
         switched, self._switching = self._switching, False
         self._move(LinkState.UP, cic=reply.get("cic"))
@@ -224,20 +275,13 @@ class UpstreamConnector(Service):
         extra = error.extra if isinstance(error, ProtocolError) else {}
         code = error.code if isinstance(error, ProtocolError) else "internal-error"
         primary = extra.get("primary")
-        self.log.error(
-            "The Notifier refused registration ({code}): {error}",
-            code=code,
-            error=failure.getErrorMessage(),
-            primary=primary,
-            event="upstream.register.refused",
-        )
-        self.last_error = failure.getErrorMessage()
+        self._report(f"the Notifier refused registration ({code}): {failure.getErrorMessage()}")
         if code == "not-primary":
             self._switching = True
         if isinstance(self.endpoint, NotifierEndpoints):
             named = isinstance(primary, str) and self.endpoint.prefer(primary)
             if named:
-                self._quick = max(self._quick, 1)
+                self.backoff.quick(1)
             else:
                 self.endpoint.advance(f"refused: {code}")
         if link.connected:
@@ -247,19 +291,27 @@ class UpstreamConnector(Service):
         was_up = self.link is link
         if was_up:
             self.link = None
-        why = reason.getErrorMessage() if reason is not None else "closed"
+        if link.close_reason is not None:
+            why = link.close_reason
+        elif reason is not None:
+            why = describe(reason.value, self._dialled)
+        else:
+            why = "the Notifier closed the link"
         refused, self._refused_link = self._refused_link is link, None
-        if not refused:
-            self.last_error = why
-            if not was_up and isinstance(self.endpoint, NotifierEndpoints):
-                self.endpoint.advance(f"lost while registering: {why}")
         if not self.running:
             self._move(LinkState.DISCONNECTED, reason=why)
             return
         if was_up:
+            if self.backoff.went_down(len(getattr(self.endpoint, "entries", ()))):
+                self._reported, self._recovery_logged = {}, False  # a lasting link: news again
+        else:
+            self.backoff.failed()
+        if not refused:
+            self._report(why)
+            if not was_up and isinstance(self.endpoint, NotifierEndpoints):
+                self.endpoint.advance(f"lost while registering: {why}")
+        if was_up:
             self._switching = True
-            entries = getattr(self.endpoint, "entries", ())
-            self._quick = max(1, len(entries))
             self._move(LinkState.SWITCHING, reason=why)
             self._tell_switchover("started", self.registered.get("cic"))
         else:
@@ -288,3 +340,14 @@ class UpstreamConnector(Service):
         """Send a notification to the Notifier if the link is up (best effort)."""
         if self.link is not None:
             self.link.notify(message[0], message[1], body)
+
+
+@implementer(IStreamClientEndpoint)
+class _Dialler:
+    """The endpoint ``ClientService`` dials: the connector's, with each attempt counted."""
+
+    def __init__(self, connector: UpstreamConnector) -> None:
+        self._connector = connector
+
+    def connect(self, factory: IProtocolFactory) -> defer.Deferred[IProtocol]:
+        return self._connector._dial(factory)

@@ -81,7 +81,7 @@ class DeferredPending:
 
 
 class UpstreamLink(BatchedProtocol):
-    """One TLS connection to the Notifier."""
+    """One TLS connection to the Notifier; ``max_frame`` caps the frames it takes from it."""
 
     log = Logger()
 
@@ -91,6 +91,7 @@ class UpstreamLink(BatchedProtocol):
         self.decoder = Decoder(max_frame, parse=False)
         self.pending: dict[int, Pending] = {}
         self._next_id = 0
+        self.close_reason: str | None = None  # why we dropped the link ourselves, if we did
 
     def connectionMade(self) -> None:
         self.connected = True
@@ -107,11 +108,9 @@ class UpstreamLink(BatchedProtocol):
                         pending.resolve(event)
             else:
                 assert isinstance(event, BadFrame)
-                self.log.error(
-                    "The Notifier sent a bad frame: {message}; dropping the link",
-                    message=event.message,
-                    event="upstream.bad_frame",
-                )
+                # The connector logs it (once per change of reason) and shows it in lastError.
+                hint = " (over --link-max-frame)" if "length" in event.message else ""
+                self.close_reason = f"the Notifier sent a bad frame{hint}: {event.message}"
                 self.transport.loseConnection()  # type: ignore[union-attr]
                 return
 
