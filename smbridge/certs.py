@@ -1,14 +1,17 @@
 """``smbridge certs``: keys, CSRs and certificates for named CIC servers (the role of gensslcertsu).
 
 For each named server (the primary and, with ``--backup``, the backup of a
-switchover pair) and, with ``--bridge``, a bridge's client identity, it writes
-into ``--out``:
+switchover pair), with ``--bridge``, a bridge's client identity (``NAME-client``,
+for ``twistd smbridge --client-cert``) and, with ``--listener``, a bridge's own
+listener certificate (named by the bridge's ``--fqdn``, for ``twistd smbridge
+--cert``), it writes into ``--out``:
 
 - ``NAME.key``: a new EC P-256 private key (mode 0600),
 - ``NAME.csr``: a certificate signing request for an outside authority,
 - ``NAME.pem``: key and certificate, signed by the site CA when ``--ca-dir`` holds
   ``ca.pem`` and ``ca.key`` (``--new-ca`` creates them in ``--out`` first); this is
-  what ``twistd notifier --cert`` and ``twistd smbridge --client-cert`` read.
+  what ``twistd notifier --cert`` and ``twistd smbridge --cert``/``--client-cert``
+  read.
 
 Existing files are never overwritten. Nothing secret is printed.
 """
@@ -74,10 +77,19 @@ def add_parser(commands: Any) -> None:
         "certs", help="keys, CSRs and certificates for CIC servers and bridges (gensslcertsu)"
     )
     p.add_argument("--out", type=Path, required=True, help="directory to write into")
-    p.add_argument("--server", required=True, help="the CIC server's name (the primary)")
+    p.add_argument("--server", help="the CIC server's name (the primary)")
     p.add_argument("--backup", help="the backup server of a switchover pair")
-    p.add_argument("--dns", action="append", default=[], help="another DNS name (repeatable)")
-    p.add_argument("--bridge", help="also a client identity for this bridge name")
+    p.add_argument(
+        "--dns", action="append", default=[], help="another DNS name of the server (repeatable)"
+    )
+    p.add_argument(
+        "--bridge", help="a bridge's client identity toward the Notifier: NAME-client.pem"
+    )
+    p.add_argument(
+        "--listener",
+        metavar="FQDN",
+        help="a bridge's own listener certificate for the name clients use: FQDN.pem",
+    )
     p.add_argument("--ca-dir", type=Path, help="directory with the site CA (ca.pem, ca.key)")
     p.add_argument("--new-ca", action="store_true", help="create a site CA in --out first")
     p.set_defaults(handler=run)
@@ -85,9 +97,13 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> None:
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    if not (args.server or args.bridge or args.listener):
+        raise argparse.ArgumentTypeError("give --server, --bridge or --listener")
+    if args.backup and not args.server:
+        raise argparse.ArgumentTypeError("--backup needs --server")
     if args.new_ca and args.ca_dir:
         raise argparse.ArgumentTypeError("give --ca-dir or --new-ca, not both")
+    out.mkdir(parents=True, exist_ok=True)
     ca_dir: Path | None = args.ca_dir
     if args.new_ca:
         if (out / "ca.pem").exists():
@@ -98,11 +114,15 @@ def run(args: argparse.Namespace) -> None:
         ca_dir = out
     try:
         ca = load_ca(ca_dir) if ca_dir is not None else None
-        written = write_identity(out, args.server, args.dns, ca)
+        written: list[Path] = []
+        if args.server:
+            written += write_identity(out, args.server, args.dns, ca)
         if args.backup:
             written += write_identity(out, args.backup, args.dns, ca)
         if args.bridge:
             written += write_identity(out, f"{args.bridge}-client", [args.bridge], ca, client=True)
+        if args.listener:
+            written += write_identity(out, args.listener, [], ca)
     except (OSError, ValueError) as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     for path in written:

@@ -2,7 +2,9 @@
 
 ``smbridge client URI --user U ...`` logs on to a bridge, watches queues and prints
 every notification until Ctrl-C or SIGTERM, then logs off (DestroySession) so the
-bridge frees the session at once instead of letting it linger. ``certs``
+bridge frees the session at once instead of letting it linger. Every way out after
+logon logs off: a signal, an error, and the reader of a piped stdout going away
+(``| head -1``), which ends the command quietly with exit 0. ``certs``
 (smbridge.certs) and ``sizing`` (smbridge.roster.sizing) are the other
 subcommands; each registers a ``handler`` that takes the parsed arguments and
 returns nothing (it exits through SystemExit).
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import os
 import signal
 import sys
@@ -24,11 +25,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import react
 
 from smbridge import __version__
+from smbridge.cli_output import Printer, watch_output
 from smbridge.client import BridgeClient, ClientError, connect, parse_bridge_uri
 from smbridge.client.keeper import KeeperEvent, SessionKeeper
 from smbridge.client.ws import DEFAULT_CLIENT_TYPE
 from smbridge.codec import Frame
-from smbridge.codec.catalog import CREATE_SESSION, GET_DIRECTORY, GET_RESOURCE_URI, WATCH_QUEUE
+from smbridge.codec.catalog import GET_DIRECTORY
 
 DEMO_CA = Path("smbridge-work/pki/ca.pem")
 PASSWORD_ENV = "SMBRIDGE_PASSWORD"
@@ -177,79 +179,6 @@ def resolve_password(password: str | None, password_file: Path | None, environ: 
     )
 
 
-class Printer:
-    """Writes what the client sees, one line each, as text or JSON lines."""
-
-    def __init__(self, as_json: bool, out: Any = None) -> None:
-        self.as_json = as_json
-        self.out = out if out is not None else sys.stdout
-
-    def _emit(self, text: str, event: str, message: tuple[int, int], payload: Any) -> None:
-        if self.as_json:
-            record = {
-                "event": event,
-                "objectType": message[0],
-                "eventId": message[1],
-                "payload": payload,
-            }
-            text = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
-        print(text, file=self.out, flush=True)
-
-    def logon(self, reply: dict[str, Any]) -> None:
-        shown = {k: v for k, v in reply.items() if k != "resumeToken"}  # a secret
-        server = reply.get("server") or {}
-        text = (
-            f"logged on: session {reply.get('sessionId')} on {server.get('name', '?')}"
-            f" (timeout {reply.get('sessionTimeout')}s,"
-            f" heartbeat {reply.get('heartbeatInterval')}s)"
-        )
-        self._emit(text, "CreateSession", CREATE_SESSION, shown)
-
-    def snapshot(self, snapshot: dict[str, Any]) -> None:
-        count = len(snapshot.get("interactions") or [])
-        self._emit(
-            f"queue {snapshot.get('queue')}: {count} interactions",
-            "WatchQueue",
-            WATCH_QUEUE,
-            snapshot,
-        )
-
-    def directory(self, reply: dict[str, Any]) -> None:
-        count = len(reply.get("entries") or [])
-        self._emit(
-            f"directory {reply.get('name')}: {count} entries", "GetDirectory", GET_DIRECTORY, reply
-        )
-
-    def download(self, kind: str, path: str, uri: str, size: int, saved: Path) -> None:
-        self._emit(
-            f"downloaded {kind}:{path}: {size} bytes from {uri} to {saved}",
-            "GetResourceUri",
-            GET_RESOURCE_URI,
-            {"kind": kind, "path": path, "uri": uri, "bytes": size, "file": str(saved)},
-        )
-
-    def keeper_event(self, event: KeeperEvent) -> None:
-        """What ``--keep`` did about the connection (resumed, logged on again, moved)."""
-        server = (event.server or {}).get("name", "?")
-        text = {
-            "disconnected": "connection lost: resuming",
-            "resumed": f"resumed session {event.session_id} on {server}"
-            + (" (gap: views refreshed)" if event.gap else ""),
-            "relogged": f"logged on again: session {event.session_id} on {server}",
-            "migrated": f"moved to {server}: session {event.session_id}",
-            "resynchronised": f"views refreshed ({event.reason})",
-            "ended": f"session ended: {event.reason}",
-        }.get(event.kind, event.kind)
-        payload = {"kind": event.kind, "reason": event.reason, "sessionId": event.session_id,
-                   "server": event.server, "gap": event.gap}  # fmt: skip
-        self._emit(text, f"keeper.{event.kind}", (0, 0), payload)
-
-    def notification(self, name: str, frame: Frame) -> None:
-        body = frame.parsed()
-        text = f"{name} {json.dumps(body, separators=(',', ':'), ensure_ascii=False)}"
-        self._emit(text, name, (frame.object_type, frame.event_id), body)
-
-
 def _fail(message: str) -> NoReturn:
     print(f"smbridge: {message}", file=sys.stderr, flush=True)
     raise SystemExit(1)
@@ -265,6 +194,10 @@ def _on_signals(reactor: Any, callback: Callable[[str], None]) -> None:
         signal.signal(sig, handler)
 
 
+# A stop that ends the command with a logoff and exit 0.
+QUIET_STOPS = ("SIGINT", "SIGTERM", "stdout-closed")
+
+
 async def run_client(
     reactor: Any,
     args: argparse.Namespace,
@@ -274,18 +207,34 @@ async def run_client(
 
     ``on_signals(reactor, stop)`` arranges for ``stop(signal_name)`` to be called on
     SIGINT/SIGTERM; tests pass their own to stop the client without real signals.
+    Once logged on, every way out logs off first: a signal, the output's reader
+    going away (exit 0), an error (exit 1).
     """
     if getattr(args, "keep", False):
         await run_kept(reactor, args, on_signals)
         return
-    printer = Printer(args.json)
     stop: Deferred[str] = Deferred()
 
     def request_stop(why: str) -> None:
         if not stop.called:
             stop.callback(why)
 
+    printer = Printer(args.json, on_closed=lambda: request_stop("stdout-closed"))
     reactor.callWhenRunning(on_signals, reactor, request_stop)
+    unwatch = watch_output(reactor, printer)
+    try:
+        await _run_client(reactor, args, printer, stop, request_stop)
+    finally:
+        unwatch()
+
+
+async def _run_client(
+    reactor: Any,
+    args: argparse.Namespace,
+    printer: Printer,
+    stop: Deferred[str],
+    request_stop: Callable[[str], None],
+) -> None:
     try:
         client: BridgeClient = await connect(
             reactor,
@@ -308,7 +257,7 @@ async def run_client(
             request_stop("terminated")
 
     def on_stop(why: str) -> str:
-        if why.startswith("SIG"):
+        if why in QUIET_STOPS:
             client.logoff()  # during setup this also fails the pending request
         return why
 
@@ -325,15 +274,19 @@ async def run_client(
             printer.directory(await client.get_directory(name))
         for kind, path in getattr(args, "downloads", []):
             uri, content = await client.download(kind, path)
-            saved = save_name(args.download_dir, path)
-            saved.write_bytes(content)
-            printer.download(kind, path, uri, len(content), saved)
+            printer.download(kind, path, uri, len(content), _save(args, path, content))
     except ClientError as e:
-        if not stop.called or stop.result == "closed":
-            await client.close()
+        if not stop.called:
+            await _log_off(reactor, client)  # DestroySession if the logon went through
             _fail(str(e))
+        if stop.result == "closed":
+            _fail(str(e))
+    except BaseException:
+        if not stop.called:
+            await _log_off(reactor, client)
+        raise
     why = await stop
-    if why.startswith("SIG"):
+    if why in QUIET_STOPS:
         await _logged_off(reactor, client)
     elif why == "terminated":
         await client.close()
@@ -350,18 +303,20 @@ async def run_kept(
     """``--keep``: the same, through a SessionKeeper that outlives connections.
 
     Resumes, fresh logons and migrations are printed as they happen; the watches
-    come back by themselves. Ends (exit 0) on SIGINT/SIGTERM after logging off, or
-    (exit 1) when the keeper gives up: the session was ended by the bridge, the
-    password stopped working, or no bridge would take the session.
+    come back by themselves. Ends (exit 0) on SIGINT/SIGTERM or when the output's
+    reader goes away, after logging off, or (exit 1) when the keeper gives up: the
+    session was ended by the bridge, the password stopped working, or no bridge
+    would take the session. An error after logon logs off before exit 1.
     """
-    printer = Printer(args.json)
     stop: Deferred[str] = Deferred()
 
     def request_stop(why: str) -> None:
         if not stop.called:
             stop.callback(why)
 
+    printer = Printer(args.json, on_closed=lambda: request_stop("stdout-closed"))
     reactor.callWhenRunning(on_signals, reactor, request_stop)
+    unwatch = watch_output(reactor, printer)
     keeper = SessionKeeper(
         reactor,
         args.uri,
@@ -380,8 +335,16 @@ async def run_kept(
 
     keeper.add_event_listener(on_event)
     try:
-        reply = await keeper.start()
-        printer.logon(reply)
+        await _run_kept(args, keeper, printer, stop)
+    finally:
+        unwatch()
+
+
+async def _run_kept(
+    args: argparse.Namespace, keeper: SessionKeeper, printer: Printer, stop: Deferred[str]
+) -> None:
+    try:
+        printer.logon(await keeper.start())
         for queue in args.queues:
             printer.snapshot(await keeper.watch_queue(queue))
         for name in args.directory:
@@ -389,18 +352,37 @@ async def run_kept(
         for kind, path in getattr(args, "downloads", []):
             assert keeper.client is not None
             uri, content = await keeper.client.download(kind, path)
-            saved = save_name(args.download_dir, path)
-            saved.write_bytes(content)
-            printer.download(kind, path, uri, len(content), saved)
+            printer.download(kind, path, uri, len(content), _save(args, path, content))
     except ClientError as e:
         if not stop.called:
             await keeper.logoff()
             _fail(str(e))
+    except BaseException:
+        await keeper.logoff()
+        raise
     why = await stop
-    if why.startswith("SIG"):
+    if why in QUIET_STOPS:
         await keeper.logoff()
     elif why != "ended:logoff":
         _fail(f"the session ended: {why.partition(':')[2]}")
+
+
+def _save(args: argparse.Namespace, path: str, content: bytes) -> Path:
+    """Write a download under --download-dir; a failure is a ClientError (log off, exit 1)."""
+    saved = save_name(args.download_dir, path)
+    try:
+        saved.write_bytes(content)
+    except OSError as e:
+        raise ClientError("cannot-save", f"{saved}: {e.strerror}") from None
+    return saved
+
+
+async def _log_off(reactor: Any, client: BridgeClient) -> None:
+    """DestroySession if a session is open, then close; at most LOGOFF_TIMEOUT."""
+    try:
+        await client.logoff().addTimeout(LOGOFF_TIMEOUT, reactor)
+    except Exception:
+        await client.close()
 
 
 async def _logged_off(reactor: Any, client: BridgeClient) -> None:

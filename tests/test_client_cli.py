@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
-from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from smbridge import cli, pki
@@ -31,6 +30,7 @@ from smbridge.codec.catalog import (
     HEARTBEAT,
     WATCH_QUEUE,
 )
+from smbridge.testing import OutputProcess
 
 PASSWORD = "correct horse"
 QUEUE_CHANGE = {
@@ -126,22 +126,6 @@ async def wait_for(predicate: Callable[[], bool], what: str, deadline: float = 2
         if reactor.seconds() > end:
             raise AssertionError(f"timed out waiting for {what}")
         await deferLater(reactor, 0.02, lambda: None)
-
-
-class CLIProcess(ProcessProtocol):
-    def __init__(self) -> None:
-        self.out = b""
-        self.err = b""
-        self.ended: Deferred[int] = Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.out += data
-
-    def errReceived(self, data: bytes) -> None:
-        self.err += data
-
-    def processEnded(self, reason: Failure) -> None:
-        self.ended.callback(reason.value.exitCode)
 
 
 class RealBridgeTestCase(TestCase):
@@ -359,7 +343,7 @@ class SubprocessTests(RealBridgeTestCase):
                 "localhost",
             ]
             env = {k: v for k, v in os.environ.items() if k != cli.PASSWORD_ENV}
-            proc = CLIProcess()
+            proc = OutputProcess()
             transport = reactor.spawnProcess(proc, sys.executable, argv, env=env, path=str(work))
             try:
                 await wait_for(
