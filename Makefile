@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit integration bench lint clean
+.PHONY: demo test unit integration bench fuzz lint clean
 
 TOOLS := .venv-tools
 TOOLS_STAMP := $(TOOLS)/.installed
@@ -46,3 +46,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) smbridge-work .pytest_cache bench/results
+
+# Nightly-style fuzzing of the frame decoder: a million mutated frames, at most 30 min.
+fuzz: $(STAMP)
+	$(BIN)/python bench/fuzz.py --count 1000000 --min-count 1000000 --seconds 1800

@@ -2,6 +2,7 @@
 
     python bench/tunnel.py            # full run (about two minutes)
     python bench/tunnel.py --quick    # small and short, to check that it works
+    python bench/tunnel.py --rounds 2 # fewer rounds (about a minute and a half)
 
 One bridge process serves every path in the same run: its TLS listener (and the same
 port in clear text, for reference), its ws and wss tunnel, and, for the out-of-process
@@ -13,7 +14,11 @@ are about the transport, not the Notifier). Rounds alternate between paths so th
 drift on the machine hits them all; per path the median round is reported with its
 p50/p99 latency, the CPU seconds of every server process (websockify counts its
 per-connection children) and that CPU per round trip, which a busy machine disturbs
-less than the rate. Results go to bench/results/tunnel.json (tunnel-quick.json).
+less than the rate, and round trips per bridge CPU second over ws and wss against the
+TLS listener's (``ws_per_cpu_vs_tls``, ``wss_per_cpu_vs_tls``). First, memory: the
+bridge's resident size per idle logged-on session over wss, TLS and ws (``idle``: the
+growth from the first tenth of 1,000 sessions to all of them, per session added).
+Results go to bench/results/tunnel.json (tunnel-quick.json).
 """
 
 from __future__ import annotations
@@ -61,6 +66,8 @@ FULL = {
     "large_window": 2,
 }
 QUICK = {**FULL, "conns": 4, "window": 2, "seconds": 0.5, "rounds": 1, "warmup": 0.2}
+FULL["idle_sessions"], QUICK["idle_sessions"] = 1000, 60
+IDLE_PATHS = ("wss", "tls", "ws")
 PATHS = ("tls", "tcp", "ws", "wss", "websockify", "ws-no-nvx", "ws-large", "ws-large-no-nvx")
 _U32 = Struct(">I")
 _RID = Struct(">I")
@@ -300,6 +307,58 @@ def measure(
     }
 
 
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+@defer.inlineCallbacks
+def idle_memory(reactor: Any, plan: dict[str, Any], count: int, pid: int) -> Any:
+    """Bridge memory per idle logged-on session, per path: the resident size's growth
+    from the first tenth of ``count`` sessions to all of them, over the sessions added.
+
+    Paths are measured one after the other with every earlier session still open (so
+    nothing lingers or is freed meanwhile); then all are closed.
+    """
+    out: dict[str, Any] = {}
+    everyone: list[Driver] = []
+    for path in IDLE_PATHS:
+        port, tls, _ = plan[path]
+        ws_path = None if path in ("tls", "tcp") else "/extra/cic1/session"
+        drivers = [Driver(1000 + i, 0, ws_path, []) for i in range(count)]
+        batch = max(1, count // 10)  # the baseline is read after the first batch
+        rss0 = 0
+        for start in range(0, count, batch):
+            if start == batch:
+                yield task.deferLater(reactor, 0.3, lambda: None)
+                rss0 = rss_kb(pid)
+            # Ten logons at a time: more from one address at once would be throttled
+            # (docs/protocol.md, logon-throttled: attempts count until they succeed).
+            for at in range(start, min(count, start + batch), 10):
+                some = drivers[at : min(at + 10, start + batch)]
+                for driver in some:
+                    endpoint: Any = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+                    if tls is not None:
+                        endpoint = wrapClientTLS(tls, endpoint)
+                    yield endpoint.connect(Factory.forProtocol(lambda d=driver: d))
+                yield defer.gatherResults([d.ready for d in some])
+        yield task.deferLater(reactor, 0.3, lambda: None)  # the last writes settle
+        added = count - batch
+        out[path] = {
+            "sessions": count,
+            "kb_per_idle_session": round((rss_kb(pid) - rss0) / added, 1) if added else None,
+            "errors": sum(d.errors for d in drivers),
+        }
+        everyone += drivers
+        print(f"  idle {path:5} {out[path]['kb_per_idle_session']} KB per session", flush=True)
+    for driver in everyone:
+        driver.transport.loseConnection()  # type: ignore[union-attr]
+    yield task.deferLater(reactor, 0.5, lambda: None)
+    return out
+
+
 @defer.inlineCallbacks
 def wait_registered(reactor: Any, control: str, count: int, deadline: float = 30.0) -> Any:
     end = time.monotonic() + deadline
@@ -337,7 +396,9 @@ def _bridge(name: str, work: Path, n_port: int, ports: dict[str, int], env: dict
 def main(reactor: Any, args: argparse.Namespace) -> Any:
     import autobahn.websocket
 
-    p = QUICK if args.quick else FULL
+    p = dict(QUICK if args.quick else FULL)
+    if args.rounds:
+        p["rounds"] = args.rounds
     work = Path(tempfile.mkdtemp(prefix="smbridge-bench-tunnel-"))
     files = pki.ensure_site_pki(work / "pki")
     n_port, c_port = free_port(), free_port()
@@ -382,6 +443,7 @@ def main(reactor: Any, args: argparse.Namespace) -> Any:
             "ws-large": (ports["ws"], None, [b]),
             "ws-large-no-nvx": (slow["ws"], None, [s]),
         }
+        results["idle"] = yield idle_memory(reactor, plan, p["idle_sessions"], bridge.proc.pid)
         rounds: dict[str, list[Any]] = {path: [] for path in PATHS}
         for _ in range(p["rounds"]):
             for path in PATHS:
@@ -420,6 +482,11 @@ def main(reactor: Any, args: argparse.Namespace) -> Any:
                 summary["ws-large"]["rate"] / summary["ws-large-no-nvx"]["rate"], 3
             ),
         }
+        # Round trips per bridge CPU second against the TLS listener's (target >= 0.8).
+        us = {k: summary[k]["cpu_us_per_round_trip"]["bridge"] for k in ("tls", "ws", "wss")}
+        for path in ("ws", "wss"):
+            ratio = round(us["tls"] / us[path], 3) if us[path] else None
+            results["ratios"][f"{path}_per_cpu_vs_tls"] = ratio
     finally:
         relay.terminate()
         relay.wait(10)
@@ -442,4 +509,5 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="small, short run")
+    parser.add_argument("--rounds", type=int, default=0, help="rounds per path (default 5)")
     task.react(main, [parser.parse_args()])

@@ -101,7 +101,7 @@ def _add_client(commands: Any) -> None:
         "--keep",
         action="store_true",
         help="stay logged on: resume after a dropped connection, log on again by the"
-        " roster, follow Migrate (tls:// and tcp:// only; docs/client.md)",
+        " roster, follow Migrate (docs/client.md)",
     )
     p.set_defaults(handler=_client_command)
 
@@ -121,11 +121,6 @@ def _client_command(args: argparse.Namespace) -> None:
         parse_bridge_uri(args.uri)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-    if args.keep and parse_bridge_uri(args.uri).websocket:
-        raise argparse.ArgumentTypeError(
-            "--keep needs a tls:// or tcp:// URI: through a WebSocket proxy the roster's"
-            " bridges cannot be reached"
-        )
     args.queues = [queue_name(w) for w in args.watch]
     args.downloads = [download_spec(d) for d in args.download]
     args.password = resolve_password(args.password, args.password_file, os.environ)

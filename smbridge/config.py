@@ -8,6 +8,7 @@ from pathlib import Path
 
 from smbridge.codec.frames import DEFAULT_MAX_FRAME
 from smbridge.router.router import BridgeIdentity
+from smbridge.router.throttle import ThrottleSettings
 from smbridge.session.negotiate import TimeoutPolicy
 
 LINK_MAX_FRAME = 16 << 20  # frames from the Notifier: directories and rosters can be large
@@ -67,7 +68,7 @@ class TunnelSettings:
     require_client_type: bool = True  # refuse handshakes without ININ-Client-Type (403)
     ping_interval: float = 20.0  # seconds between pings; 0 turns them off
     ping_timeout: float = 20.0  # no pong within this: the connection is dropped
-    open_timeout: float = 10.0  # the opening handshake must finish within this
+    open_timeout: float = 10.0  # the opening handshake must finish within this (--upgrade-timeout)
     close_timeout: float = 5.0  # the closing handshake, likewise
 
 
@@ -81,6 +82,8 @@ class BridgeConfig:
     ping_interval: float = 5.0  # seconds between load Pings to the Notifier
     high_watermark_ms: float = 500.0  # Ping round trip above this: the site is loaded...
     low_watermark_ms: float = 200.0  # ...until a round trip falls below this
+    upstream_timeout: float = 10.0  # seconds a request waits for the Notifier (then unavailable)
+    link_dead_after: float = 15.0  # seconds of silence with Pings out before the link is dropped
     port: int = CLIENT_PORT
     interface: str = ""
     allow_cleartext: bool = False
@@ -114,9 +117,42 @@ class BridgeConfig:
     # guard_window seconds from untrusted addresses are refused; 0 turns it off.
     guard_limit: int = 20
     guard_window: float = 3.0
+    # ...per source address (an IPv6 /64); all sources together: guard_global_limit.
+    guard_global_limit: int = 2000
     # The bridge's own subnets (trusted); None: loopback plus the connected networks
     # of the listening interface, read from the host at start.
     own_subnets: tuple[IPv4Network | IPv6Network, ...] | None = None
+    # Logon throttling (docs/protocol.md §4.1, smbridge/router/throttle.py): failures
+    # let through per (user, address) and per address before the waits start, the
+    # longest wait, the logons per address in flight at once, and the keys held at most.
+    logon_free_failures: int = 5
+    logon_address_free_failures: int = 20
+    logon_max_delay: float = 60.0
+    logon_address_max_pending: int = 512
+    logon_throttle_entries: int = 100_000
+    # Before logon (docs/operations.md, "Strangers before logon"): the TLS handshake
+    # and the first CreateSession/ResumeSession must each come within their time (the
+    # WebSocket upgrade's is tunnel.open_timeout), and frames are at most this large.
+    handshake_timeout: float = 10.0
+    logon_timeout: float = 30.0
+    prelogon_max_frame: int = 64 * 1024
+    # Descriptors kept free under RLIMIT_NOFILE: the client listeners stop accepting
+    # before fewer are left (0: no reserve).
+    fd_reserve: int = 64
+    # TLS session resumption on the client port and wss (docs/tunnel.md): the ticket key
+    # is replaced every this many seconds (a ticket lives as long); 0 turns it off.
+    tls_ticket_rotation: float = 3600.0
+
+    @property
+    def logon_throttle(self) -> ThrottleSettings:
+        """The logon throttle's settings, from the ``--logon-*`` options."""
+        return ThrottleSettings(
+            free_failures=self.logon_free_failures,
+            address_free_failures=self.logon_address_free_failures,
+            max_delay=self.logon_max_delay,
+            max_entries=self.logon_throttle_entries,
+            address_max_pending=self.logon_address_max_pending,
+        )
 
     @property
     def notifier(self) -> NotifierAddress:

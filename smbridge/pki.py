@@ -13,6 +13,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -20,7 +21,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
 from twisted.internet import ssl
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorTime
+
+if TYPE_CHECKING:
+    from smbridge.transports.resumption import TicketKeys
 
 Key = ec.EllipticCurvePrivateKey
 
@@ -200,26 +204,56 @@ MOZILLA_INTERMEDIATE_CIPHERS = ":".join(
 
 
 def server_options(
-    identity: Path, client_ca: Path | None = None, imported_cas: Sequence[Path] = ()
+    identity: Path,
+    client_ca: Path | None = None,
+    imported_cas: Sequence[Path] = (),
+    session_tickets: bool = False,
 ) -> ssl.CertificateOptions:
     """TLS server options; with ``client_ca``, clients must present a certificate it signed
     (or one signed by an ``imported_cas`` authority: a site's own, custom CA).
 
     Idle connections give their OpenSSL buffers back (``SSL_MODE_RELEASE_BUFFERS``):
     a bridge holds thousands of mostly idle sessions, and the buffers are about
-    half of each one's memory.
+    half of each one's memory. ``session_tickets`` offers TLS session resumption
+    (whose keys :class:`smbridge.transports.resumption.TicketKeys` rotates).
     """
-    private = load_private(identity)
-    options: ssl.CertificateOptions = (
-        private.options()
-        if client_ca is None
-        else private.options(load_ca(client_ca), *[load_ca(p) for p in imported_cas])
+    authorities = []
+    if client_ca is not None:
+        authorities = [load_ca(client_ca), *[load_ca(p) for p in imported_cas]]
+    return _server_options(load_private(identity), authorities, session_tickets)
+
+
+def _server_options(
+    private: ssl.PrivateCertificate, authorities: list[ssl.Certificate], session_tickets: bool
+) -> ssl.CertificateOptions:
+    trust = ssl.trustRootFromCertificates(authorities) if authorities else None
+    options = ssl.CertificateOptions(
+        privateKey=private.privateKey.original,
+        certificate=private.original,
+        trustRoot=trust,
+        enableSessionTickets=session_tickets,
     )
     context = options.getContext()
     context.set_mode(SSL.MODE_RELEASE_BUFFERS)
     context.set_cipher_list(MOZILLA_INTERMEDIATE_CIPHERS.encode("ascii"))
     _restrict_groups(context)
     return options
+
+
+def server_tickets(identity: Path, clock: IReactorTime, rotation: float) -> TicketKeys:
+    """The client port's and the wss port's TLS: one certificate, shared rotating ticket keys.
+
+    The identity is read now; each key generation is a fresh context built from it.
+    ``rotation`` 0: no session resumption.
+    """
+    from smbridge.transports.resumption import TicketKeys
+
+    private = load_private(identity)
+
+    def build(tickets: bool) -> SSL.Context:
+        return _server_options(private, [], tickets).getContext()
+
+    return TicketKeys(build, clock, rotation)
 
 
 MOZILLA_INTERMEDIATE_GROUPS = b"X25519:prime256v1:secp384r1"

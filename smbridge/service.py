@@ -45,8 +45,11 @@ from smbridge.session.hook import HookRunner, load_hook
 from smbridge.session.registry import SessionRegistry
 from smbridge.transports.batch import WriteBatcher
 from smbridge.transports.connection import ClientConnectionFactory
+from smbridge.transports.descriptors import DescriptorReserve
 from smbridge.transports.guard import ConnectionGuard, host_subnets, own_subnets_for
 from smbridge.transports.listener import SniffingFactory
+from smbridge.transports.prelogon import PrelogonLimits
+from smbridge.transports.resumption import TicketKeys
 from smbridge.tunnel.tunnel import BridgeNames, TunnelService, registered_cic
 from smbridge.tunnel.uris import TableEight
 from smbridge.upstream.addresses import PINNED, NotifierEndpoints
@@ -96,6 +99,8 @@ class BridgeService(MultiService):
             self.batcher,
             ", ".join(str(a) for a in config.notifiers),
             config.link_max_frame,  # the Notifier's frames have their own limit (not --max-frame)
+            request_timeout=config.upstream_timeout,
+            dead_after=config.link_dead_after,
         )
         self.load = LoadMeter(
             reactor,
@@ -136,8 +141,24 @@ class BridgeService(MultiService):
             config.guard_limit,
             config.guard_window,
             self.router.counters,
+            global_limit=config.guard_global_limit,
         )
         self.router.parameter_listeners.append(self.guard.configure)
+        # Logon throttling (docs/protocol.md §4.1); a tunnel's X-Real-IP counts as the
+        # source only when its TCP peer (the proxy) is one the guard trusts.
+        self.router.throttle.settings = config.logon_throttle
+        self.router.throttle.trusted_proxy = self.guard.is_trusted
+        # Before logon: deadlines and a small frame bound; the descriptor reserve pauses
+        # the client listeners near RLIMIT_NOFILE (docs/operations.md).
+        self.connections.prelogon = PrelogonLimits(
+            config.handshake_timeout,
+            config.tunnel.open_timeout,
+            config.logon_timeout,
+            config.prelogon_max_frame,
+        )
+        self.reserve = DescriptorReserve(
+            reactor, config.fd_reserve, self.router.counters, self._client_ports
+        )
         self.names = BridgeNames(
             lambda: registered_cic(self.upstream.registered),
             self.router.parameters,
@@ -146,10 +167,12 @@ class BridgeService(MultiService):
         self.router.resources = TableEight(
             self.names.server_names, config.notifier.host, config.resource_ports
         )
+        self.tickets: TicketKeys | None = None  # TLS session resumption, built at start
         self.tunnel: TunnelService | None = None
         if config.ws_port is not None or config.wss_port is not None:
             self.tunnel = self._tunnel_service()
             self.tunnel.guard = self.guard
+            self.tunnel.reserve = self.reserve
             self.tunnel.setServiceParent(self)  # type: ignore[no-untyped-call]
 
     def _tunnel_service(self) -> TunnelService:
@@ -163,7 +186,7 @@ class BridgeService(MultiService):
             # Called at start: the certificate is read then, not at construction.
             assert wss_port is not None
             endpoint = server_endpoint(reactor, wss_port, config.interface)
-            return endpoint, pki.server_options(config.tls.cert)
+            return endpoint, self._tls()  # the client port's tickets resume here too
 
         return TunnelService(
             self.connections,
@@ -174,11 +197,22 @@ class BridgeService(MultiService):
             wss if wss_port is not None else None,
         )
 
+    def _tls(self) -> TicketKeys:
+        """The TLS of the client port and wss: one certificate, shared ticket keys."""
+        if self.tickets is None:
+            config = self.config
+            self.tickets = pki.server_tickets(
+                config.tls.cert, self.reactor, config.tls_ticket_rotation
+            )
+        return self.tickets
+
     def startService(self) -> None:
-        options = pki.server_options(self.config.tls.cert)
+        options = self._tls()
         if self.config.own_subnets is None:
             self.guard.own_subnets = own_subnets_for(self.config.interface, host_subnets())
-        sniff = SniffingFactory(self.connections, options, self.config.allow_cleartext, self.guard)
+        sniff = SniffingFactory(
+            self.connections, options, self.config.allow_cleartext, self.guard, self.reserve
+        )
         endpoint = server_endpoint(self.reactor, self.config.port, self.config.interface)
         self.listener = ListenerService("client-listener", endpoint, sniff, track=False)
         self.listener.setServiceParent(self)  # type: ignore[no-untyped-call]
@@ -211,6 +245,13 @@ class BridgeService(MultiService):
                 child.stopService()
             raise
         self._bound().addCallbacks(lambda _: self.upstream.startService(), self._bind_failed)
+
+    def _client_ports(self) -> list[Any]:
+        """The listening ports the descriptor reserve pauses: client port, ws, wss."""
+        listeners = [self.listener]
+        if self.tunnel is not None:
+            listeners += [self.tunnel.ws, self.tunnel.wss]
+        return [s.port for s in listeners if s is not None and s.port is not None]
 
     def _bound(self) -> defer.Deferred[None]:
         listeners = [s for s in (self.listener, self.admin) if s is not None]
@@ -278,6 +319,7 @@ class BridgeService(MultiService):
         self.load.stop()
         self.drainer.cancel()
         self.guard.stop()
+        self.reserve.stop()
         self.connections.sender.stop()
         for conn in list(self.connections.connections):
             conn.limiting_changed(False)  # the last notice goes out now, not when its turn comes

@@ -114,6 +114,20 @@ class Options(usage.Options):
             "Ping round trip (ms) under which a loaded site is no longer loaded",
             float,
         ],
+        [
+            "upstream-timeout",
+            None,
+            10.0,
+            "seconds a request to the Notifier may wait for its answer (then upstream-unavailable)",
+            float,
+        ],
+        [
+            "link-dead-after",
+            None,
+            15.0,
+            "seconds of silence, with Pings unanswered, after which the Notifier link is dropped",
+            float,
+        ],
         ["work-path", None, "./smbridge-work", "state directory (certificates under pki/)"],
         ["session-timeout", None, 1800, "configured session timeout T, seconds", int],
         [
@@ -176,6 +190,85 @@ class Options(usage.Options):
             int,
         ],
         ["guard-window", None, 3.0, "connection guard: the window, seconds", float],
+        [
+            "logon-free-failures",
+            None,
+            5,
+            "failed logons per user and address before each next one waits (1 s, 2 s, ...)",
+            int,
+        ],
+        [
+            "logon-address-free-failures",
+            None,
+            20,
+            "failed logons per address (any user) before each next one waits",
+            int,
+        ],
+        [
+            "logon-max-delay",
+            None,
+            60.0,
+            "longest wait between failed logons, seconds; one failure is forgotten per this",
+            float,
+        ],
+        [
+            "logon-address-max-pending",
+            None,
+            512,
+            "logons per address let through and not yet answered (one once past its free failures)",
+            int,
+        ],
+        ["logon-throttle-entries", None, 100_000, "logon throttle: keys held at most", int],
+        [
+            "guard-global-limit",
+            None,
+            2000,
+            "connection guard: untrusted connections let in per window from all sources",
+            int,
+        ],
+        [
+            "handshake-timeout",
+            None,
+            10.0,
+            "seconds a new connection has to finish its TLS handshake (then it is closed)",
+            float,
+        ],
+        [
+            "upgrade-timeout",
+            None,
+            10.0,
+            "tunnel: seconds for the WebSocket opening handshake (after TLS on wss)",
+            float,
+        ],
+        [
+            "logon-timeout",
+            None,
+            30.0,
+            "seconds for the first successful CreateSession/ResumeSession after the handshake",
+            float,
+        ],
+        [
+            "prelogon-max-frame",
+            None,
+            64 * 1024,
+            "largest frame accepted from a client before it logs on, bytes",
+            int,
+        ],
+        [
+            "fd-reserve",
+            None,
+            64,
+            "file descriptors kept free: the client listeners pause before fewer are left "
+            "(0: no reserve)",
+            int,
+        ],
+        [
+            "tls-ticket-rotation",
+            None,
+            3600.0,
+            "TLS session tickets: seconds between key rotations (0: no resumption)",
+            float,
+        ],
         ["config", None, None, "the bridge configuration file (YAML; docs/operations.md)"],
         ["log-format", None, "text", "log format: text or json (one JSON object per line)"],
         ["notifier-port", None, 5597, "--demo: the embedded Notifier's link port", _port],
@@ -262,6 +355,9 @@ class Options(usage.Options):
             raise usage.UsageError("--ping-interval must be 0.1..3600 seconds")
         if not 0 < self["low-watermark"] <= self["high-watermark"]:
             raise usage.UsageError("the watermarks need 0 < --low-watermark <= --high-watermark")
+        for flag in ("upstream-timeout", "link-dead-after"):
+            if not 0.1 <= self[flag] <= 3600:
+                raise usage.UsageError(f"--{flag} must be 0.1..3600 seconds")
         if self["max-watches"] < 1:
             raise usage.UsageError("--max-watches must be at least 1")
         if not 1 <= self["max-unread-seconds"] <= 3600:
@@ -292,7 +388,13 @@ class Options(usage.Options):
             raise usage.UsageError("--guard-limit must be 0 (off) or more")
         if not 0.1 <= self["guard-window"] <= 3600:
             raise usage.UsageError("--guard-window must be 0.1..3600 seconds")
+        if not 1 <= self["guard-global-limit"] <= 100_000:
+            raise usage.UsageError("--guard-global-limit must be 1..100000")
+        if not (self["tls-ticket-rotation"] == 0 or 60 <= self["tls-ticket-rotation"] <= 86400):
+            raise usage.UsageError("--tls-ticket-rotation must be 0 (off) or 60..86400 seconds")
         self._check_lifecycle()
+        self._check_throttle()
+        self._check_prelogon()
         try:
             policy = TimeoutPolicy(self["session-timeout"], self["session-timeout-floor"])
         except ValueError as e:
@@ -324,6 +426,8 @@ class Options(usage.Options):
             ping_interval=self["ping-interval"],
             high_watermark_ms=self["high-watermark"],
             low_watermark_ms=self["low-watermark"],
+            upstream_timeout=self["upstream-timeout"],
+            link_dead_after=self["link-dead-after"],
             port=self["port"],
             interface=interface,
             allow_cleartext=bool(self["allow-cleartext"]),
@@ -342,19 +446,54 @@ class Options(usage.Options):
             tunnel=TunnelSettings(
                 require_client_type=self["require-client-type"],
                 ping_interval=self["ws-ping-interval"],
+                open_timeout=self["upgrade-timeout"],
             ),
             resource_ports=dict(self.resource_ports),
             config_file=Path(self["config"]).resolve() if self["config"] else None,
             argv=getattr(self, "argv", ()),
             guard_limit=self["guard-limit"],
             guard_window=self["guard-window"],
+            guard_global_limit=self["guard-global-limit"],
+            tls_ticket_rotation=self["tls-ticket-rotation"],
             own_subnets=tuple(self.own_subnets) or None,
+            logon_free_failures=self["logon-free-failures"],
+            logon_address_free_failures=self["logon-address-free-failures"],
+            logon_max_delay=self["logon-max-delay"],
+            logon_address_max_pending=self["logon-address-max-pending"],
+            logon_throttle_entries=self["logon-throttle-entries"],
+            handshake_timeout=self["handshake-timeout"],
+            logon_timeout=self["logon-timeout"],
+            prelogon_max_frame=min(self["prelogon-max-frame"], self["max-frame"]),
+            fd_reserve=self["fd-reserve"],
             linger=self["linger"],
             replay_bytes=self["replay-bytes"],
             session_hook=self["session-hook"],
             hook_timeout=self["hook-timeout"],
             shutdown_grace=self["shutdown-grace"],
         )
+
+    def _check_prelogon(self) -> None:
+        """Deadlines and bounds before logon (docs/operations.md)."""
+        for flag in ("handshake-timeout", "upgrade-timeout", "logon-timeout"):
+            if not 0.1 <= self[flag] <= 3600:
+                raise usage.UsageError(f"--{flag} must be 0.1..3600 seconds")
+        if not 1024 <= self["prelogon-max-frame"] <= 1 << 30:
+            raise usage.UsageError("--prelogon-max-frame must be 1024..1073741824 bytes")
+        if not 0 <= self["fd-reserve"] <= 65536:
+            raise usage.UsageError("--fd-reserve must be 0..65536")
+
+    def _check_throttle(self) -> None:
+        """Logon throttling (docs/protocol.md §4.1)."""
+        if not 1 <= self["logon-free-failures"] <= 1000:
+            raise usage.UsageError("--logon-free-failures must be 1..1000")
+        if not 1 <= self["logon-address-free-failures"] <= 100_000:
+            raise usage.UsageError("--logon-address-free-failures must be 1..100000")
+        if not 1 <= self["logon-max-delay"] <= 86400:
+            raise usage.UsageError("--logon-max-delay must be 1..86400 seconds")
+        if not 1 <= self["logon-address-max-pending"] <= 100_000:
+            raise usage.UsageError("--logon-address-max-pending must be 1..100000")
+        if not 100 <= self["logon-throttle-entries"] <= 10_000_000:
+            raise usage.UsageError("--logon-throttle-entries must be 100..10000000")
 
     def _check_lifecycle(self) -> None:
         """Linger, replay, hook and shutdown settings (docs/lifecycle.md)."""

@@ -1,4 +1,4 @@
-"""Headless Chromium runs the shipped web client through nginx: logon over wss, a queue event."""
+"""Headless Chromium runs the shipped demo page through nginx: logon over wss, a queue event."""
 
 from __future__ import annotations
 
@@ -124,15 +124,18 @@ class WebClientInChromium(TestCase):
 
     @defer.inlineCallbacks
     def test_javascript_codec_matches_the_python_one(self):
-        """The page's decoder reads Python-encoded frames fed byte by byte and all at once, and
+        """The SDK's decoder reads Python-encoded frames fed byte by byte and all at once, and
         its encoder writes what the Python decoder reads."""
         from smbridge.codec import Decoder, Kind, encode
 
         frames = encode(Kind.RESPONSE, 168, 4, 7, {"server": "smbridge", "\u00e9": [1, 2]})
         frames += encode(Kind.NOTIFICATION, 173, 3, 0, {"queue": "Sales"})
         browser = yield self.browse("")
-        yield self.wait_dom(browser, "typeof Smbridge === 'object'", "the codec")
-        script = f"""(() => {{
+        yield self.wait_dom(
+            browser, "!!window.smbridgeSession || !!document.getElementById('logon')", "the page"
+        )
+        script = f"""(async () => {{
+            const Smbridge = await import("/webclient/smbridge.js");
             const bytes = new Uint8Array({list(frames)});
             const whole = new Smbridge.Decoder().feed(bytes);
             const decoder = new Smbridge.Decoder();

@@ -65,12 +65,3 @@ class KeepTests(TestCase):
         self.stop[0]("SIGTERM")
         self.assertIsNone((yield done))
         yield poll(lambda: len(self.site.bridge.registry) == 0, deadline=20)  # logged off
-
-    def test_keep_refuses_a_websocket_uri(self) -> None:
-        """--keep with a ws:// URI is a usage error naming the reason."""
-        args = cli.build_parser().parse_args(
-            ["client", "ws://proxy/IC/session", "--user", "u", "--password", "p", "--keep"]
-        )
-        with self.assertRaises(argparse.ArgumentTypeError) as raised:
-            cli._client_command(args)
-        self.assertIn("--keep needs a tls:// or tcp:// URI", str(raised.exception))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,7 +20,15 @@ from smbridge.codec import (
     priority_of,
 )
 from smbridge.codec.catalog import CATALOG, Priority
-from smbridge.codec.frames import HEADER, encode_raw, parse_payload, with_request_id
+from smbridge.codec.frames import (
+    DECODE_DEPTH,
+    HEADER,
+    MAX_DEPTH,
+    MAX_INT_DIGITS,
+    encode_raw,
+    parse_payload,
+    with_request_id,
+)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
@@ -190,3 +199,101 @@ def test_catalog_names_and_priorities():
     assert name_of(999, 9) == "(999,9)" and priority_of(999, 9) is Priority.LOW
     assert name_of(200, 1) == "Register"
     assert len(CATALOG) == 41
+
+
+# --- bounds: the decoder never raises (issue 15, item 5) -----------------------------
+
+
+def _payload(payload: bytes, rid: int = 5) -> bytes:
+    return encode_raw(Kind.REQUEST, 173, 1, rid, payload)
+
+
+def test_deep_nesting_is_a_bad_frame_not_a_recursion_error():
+    """100,000 nested arrays (or objects) are a bad-frame naming the depth, not a RecursionError."""
+    for opener, closer in ((b"[", b"]"), (b'{"a":', b"}")):
+        payload = b'{"x":' + opener * 100_000 + closer * 100_000 + b"}"
+        bad = _bad(_payload(payload), max_frame=4 << 20)
+        assert bad.request_id == 5 and f"deeper than {DECODE_DEPTH}" in bad.message
+    unclosed = b'{"x":' + b"[" * 100_000
+    assert isinstance(_bad(_payload(unclosed), max_frame=4 << 20), BadFrame)
+
+
+def test_the_depth_bound_is_exact_and_ignores_brackets_in_strings():
+    """A payload nesting DECODE_DEPTH deep decodes; one level more is a bad frame."""
+    inner = DECODE_DEPTH - 1  # the payload object is level 1
+    ok = b'{"x":' + b"[" * inner + b"]" * inner + b',"s":"' + b"[" * 500 + b'\\"["}'
+    (frame,) = Decoder().feed(_payload(ok))
+    assert isinstance(frame, Frame) and frame.parsed()["s"] == "[" * 500 + '"['
+    deep = b'{"x":' + b"[" * (inner + 1) + b"]" * (inner + 1) + b"}"
+    assert "deeper" in _bad(_payload(deep)).message
+    assert MAX_DEPTH == 32 and DECODE_DEPTH >= MAX_DEPTH
+
+
+def test_number_sizes_are_bounded():
+    """Integers past MAX_INT_DIGITS digits and non-finite floats are bad frames, not ValueErrors."""
+    limit = MAX_INT_DIGITS
+    for number in (b"9" * 5000, b"-" + b"9" * (limit + 1), b"1e999", b"-1e400"):
+        bad = _bad(_payload(b'{"n":' + number + b"}"))
+        assert bad.request_id == 5 and "number" in bad.message
+    for literal in (b"NaN", b"Infinity", b"-Infinity"):
+        assert "not JSON" in _bad(_payload(b'{"n":' + literal + b"}")).message
+    fine = b'{"n":[-' + b"9" * limit + b"," + b"9" * limit + b',1.5e300,"' + b"9" * 99 + b'"]}'
+    (frame,) = Decoder().feed(_payload(fine))
+    assert frame.parsed()["n"][1] == int("9" * limit)
+
+
+def test_a_lone_surrogate_names_its_field():
+    """A \\ud800 escape decodes to a frame marked invalid, naming the field; pairs are fine."""
+    (frame,) = Decoder().feed(_payload(b'{"queue":"Sales\\ud800"}'))
+    assert isinstance(frame, Frame) and frame.invalid is not None and "queue" in frame.invalid
+    (nested,) = Decoder().feed(_payload(b'{"users":["ok","\\uDFFFx"]}'))
+    assert nested.invalid is not None and "users[1]" in nested.invalid
+    (key,) = Decoder().feed(_payload(b'{"\\udc00":1}'))
+    assert key.invalid is not None
+    (pair,) = Decoder().feed(_payload(b'{"queue":"\\ud83d\\ude00","q":"\\\\ud800"}'))
+    assert pair.invalid is None and pair.parsed() == {"queue": "\U0001f600", "q": "\\ud800"}
+    (lazy,) = Decoder(parse=False).feed(_payload(b'{"user":"\\ud800"}'))
+    lazy.parsed()
+    assert lazy.invalid is not None and "user" in lazy.invalid
+
+
+def test_encoding_a_lone_surrogate_does_not_raise():
+    """A reply carrying a lone surrogate is still encoded (as a JSON escape), never raising."""
+    wire = encode(Kind.RESPONSE, 173, 1, 1, {"queue": "a\ud800"})
+    assert wire.endswith(b'{"queue":"a\\ud800"}')
+
+
+# --- receive buffering is linear (issue 15, item 1) ----------------------------------
+
+
+def test_buffering_copies_each_byte_a_bounded_number_of_times():
+    """A 1 MB frame fed one byte at a time is copied a few times over, not once per byte."""
+    body = {"text": "x" * ((1 << 20) - 100)}
+    wire = encode(Kind.REQUEST, 172, 6, 3, body)
+    decoder = Decoder(max_frame=2 << 20)
+    events: list = []
+    for i in range(len(wire)):
+        events += decoder.feed(wire[i : i + 1])
+    assert [e.parsed() for e in events] == [body]
+    assert decoder.copied <= 3 * len(wire) and decoder.buffered == 0
+
+
+def test_per_byte_cost_does_not_grow_with_the_buffered_size():
+    """Feeding 1-byte pieces costs the same with 900 KB buffered as with nothing buffered."""
+    wire = encode(Kind.REQUEST, 172, 6, 3, {"text": "x" * (1 << 20)})
+    span = 20_000
+    pieces = [wire[i : i + 1] for i in range(len(wire))]
+
+    def cost(start: int) -> float:
+        best = float("inf")
+        for _ in range(3):
+            decoder = Decoder(max_frame=2 << 20)
+            decoder.feed(wire[:start])
+            began = time.perf_counter()
+            for piece in pieces[start : start + span]:
+                decoder.feed(piece)
+            best = min(best, time.perf_counter() - began)
+        return best
+
+    early, late = cost(20), cost(900_000)
+    assert late < 4 * early, (early, late)

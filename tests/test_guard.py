@@ -1,4 +1,4 @@
-"""The connection guard: its window (with a Clock), its parsing, the listener over sockets."""
+"""The connection guard: its per-source window (a Clock), its parsing, the listener over sockets."""
 
 from __future__ import annotations
 
@@ -59,42 +59,42 @@ def guard(limit: int = 3, window: float = 3.0) -> tuple[ConnectionGuard, Clock, 
 
 class GuardCore(SynchronousTestCase):
     def test_limit_within_window_then_refused(self) -> None:
-        """The limit+1-th untrusted connection within the window is refused and counted."""
+        """The limit+1-th connection from one untrusted source within the window is refused."""
         g, clock, counters = guard(limit=3)
-        verdicts = [g.admit(f"192.0.2.{n}") for n in range(1, 6)]
+        verdicts = [g.admit("192.0.2.1") for _ in range(5)]
         self.assertEqual(verdicts, [True, True, True, False, False])
         self.assertEqual(counters.get("connections_refused", reason="guard"), 2)
         self.assertEqual(g.refused, 2)
 
     def test_window_slides(self) -> None:
-        """Once the oldest admission leaves the window, one more untrusted connection gets in."""
+        """Once a source's oldest admission leaves the window, one more from it gets in."""
         g, clock, _ = guard(limit=2, window=3.0)
         self.assertTrue(g.admit("192.0.2.1"))
         clock.advance(1.0)
-        self.assertTrue(g.admit("192.0.2.2"))
-        self.assertFalse(g.admit("192.0.2.3"))
+        self.assertTrue(g.admit("192.0.2.1"))
+        self.assertFalse(g.admit("192.0.2.1"))
         clock.advance(2.0)  # t=3: the first admission (t=0) is out of the window
-        self.assertTrue(g.admit("192.0.2.3"))
-        self.assertFalse(g.admit("192.0.2.4"))
+        self.assertTrue(g.admit("192.0.2.1"))
+        self.assertFalse(g.admit("192.0.2.1"))
         clock.advance(1.0)  # t=4: the second (t=1) is out too
-        self.assertTrue(g.admit("192.0.2.4"))
+        self.assertTrue(g.admit("192.0.2.1"))
 
     def test_refusals_do_not_fill_the_window(self) -> None:
         """A flood of refused connections does not keep the window closed past its length."""
         g, clock, _ = guard(limit=2, window=3.0)
-        g.admit("192.0.2.1")
-        g.admit("192.0.2.1")
+        g.admit("192.0.2.9")
+        g.admit("192.0.2.9")
         for _ in range(29):
             clock.advance(0.1)
             self.assertFalse(g.admit("192.0.2.9"))
         clock.advance(0.1)  # t=3.0
         self.assertTrue(g.admit("192.0.2.9"))
 
-    def test_window_is_shared_by_all_untrusted_sources(self) -> None:
-        """Different untrusted addresses share one window (the note's rule, not per source)."""
-        g, _, _ = guard(limit=2)
+    def test_window_is_per_source(self) -> None:
+        """Each untrusted source has its own window (issue 15: one source cannot lock out all)."""
+        g, _, _ = guard(limit=1)
         self.assertEqual(
-            [g.admit("192.0.2.1"), g.admit("198.51.100.7"), g.admit("203.0.113.5")],
+            [g.admit("192.0.2.1"), g.admit("198.51.100.7"), g.admit("192.0.2.1")],
             [True, True, False],
         )
 
@@ -103,10 +103,11 @@ class GuardCore(SynchronousTestCase):
         g, _, counters = guard(limit=1)
         g.configure({"BridgeHostTrustedSites": "192.0.2.50 | 2001:db8::5"})
         self.assertTrue(g.admit("192.0.2.1"))
-        self.assertFalse(g.admit("192.0.2.2"))
+        self.assertFalse(g.admit("192.0.2.1"))
         trusted = ["10.1.2.3", "10.255.0.1", "192.0.2.50", "2001:db8::5", "::ffff:10.0.0.9"]
         self.assertEqual([g.admit(a) for a in trusted], [True] * 5)
-        self.assertFalse(g.admit("127.0.0.1"))  # loopback is outside the configured subnet
+        self.assertTrue(g.admit("127.0.0.1"))  # loopback is outside the configured subnet
+        self.assertFalse(g.admit("127.0.0.1"))
         self.assertEqual(counters.get("connections_refused", reason="guard"), 2)
 
     def test_trusted_sites_follow_the_parameter(self) -> None:
@@ -132,7 +133,7 @@ class GuardCore(SynchronousTestCase):
         self.assertEqual(len(again), 3)  # an unchanged value is not warned about again
 
     def test_refusals_logged_once_then_one_summary_per_window(self) -> None:
-        """The first refusal logs at once; further ones give one summary line per window."""
+        """A source's first refusal logs at once; then one summary line per window."""
         logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         g, clock, _ = guard(limit=1, window=3.0)
         g.admit("192.0.2.1")
@@ -146,20 +147,20 @@ class GuardCore(SynchronousTestCase):
             ]
 
         for _ in range(100):
-            g.admit("192.0.2.2")
-        self.assertEqual(events(), [("listener.guard_refused", "192.0.2.2")])
+            g.admit("192.0.2.1")
+        self.assertEqual(events(), [("listener.guard_refused", "192.0.2.1")])
         clock.advance(1.0)
         for _ in range(50):
-            g.admit("192.0.2.3")
-        clock.advance(2.0)  # the first window ends: one summary of the 149 more
-        self.assertEqual(events()[1:], [("listener.guard_summary", 149)])
+            g.admit("192.0.2.1")
+        clock.advance(2.0)  # the first window ends: one summary of the 150 refused in it
+        self.assertEqual(events()[1:], [("listener.guard_summary", 150)])
         clock.advance(3.0)  # a quiet window: no line, and the guard goes back to quiet
         self.assertEqual(len(events()), 2)
         self.assertEqual(clock.getDelayedCalls(), [])
         clock.advance(10.0)
-        g.admit("192.0.2.4")  # the window is free again: admitted
-        g.admit("192.0.2.5")  # the next refusal is logged at once
-        self.assertEqual(events()[2:], [("listener.guard_refused", "192.0.2.5")])
+        g.admit("192.0.2.1")  # the window is free again: admitted
+        g.admit("192.0.2.1")  # the next refusal is logged at once
+        self.assertEqual(events()[2:], [("listener.guard_refused", "192.0.2.1")])
         g.stop()
         self.assertEqual(clock.getDelayedCalls(), [])
 

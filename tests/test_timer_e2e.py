@@ -121,8 +121,11 @@ class TimersOnTime(TestCase):
         beat = yield b.proto.request(*c.HEARTBEAT, {})
         answered = reactor.seconds()
         self.assertTrue(beat["sessionUpdated"])
-        yield poll(lambda: reply_b["sessionId"] in ended, deadline=30)
-        yield poll(lambda: reply_a["sessionId"] in ended, deadline=5)
+        # Wait for the clients to read SessionTerminated, not only for the bridge to end them.
+        yield poll(
+            lambda: reply_b["sessionId"] in ended and b.of(c.SESSION_TERMINATED), deadline=30
+        )
+        yield poll(lambda: reply_a["sessionId"] in ended and a.of(c.SESSION_TERMINATED), deadline=5)
 
         (notice_a,) = a.of(c.TERMINATION_IMMINENT)
         self._assert_on_time("agent1's notice", notice_a[0], start_a + 4)

@@ -79,6 +79,7 @@ class Tunnel(TestCase):
             wss_port=0,
             parameters=ALIAS_MAP,
             tunnel=TunnelSettings(ping_interval=1, ping_timeout=5, open_timeout=2),
+            prelogon_max_frame=1 << 20,  # a 64-bit-length frame before logon (below)
         )
         self.addCleanup(self.site.stop)
         yield http_json(

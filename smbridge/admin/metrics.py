@@ -31,6 +31,11 @@ PRIORITIES = ("high", "medium", "low")
 KNOWN_COUNTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "logons": ("Sessions created, by transport.", ("transport",)),
     "logon_failures": ("Logons the Notifier refused (bad user or password).", ()),
+    "logons_throttled": (
+        "CreateSession/ResumeSession refused logon-throttled before the Notifier was asked, "
+        "by the key that was waiting (user: the user or session and address; address).",
+        ("scope",),
+    ),
     "redirects": ("CreateSession answered with a redirect, by reason.", ("reason",)),
     "resumes": ("ResumeSession attempts, by outcome.", ("outcome",)),
     "connections_refused": ("Connections refused by the connection guard.", ("reason",)),

@@ -39,10 +39,15 @@ RUNTIME_KEYS: dict[str, str] = {
     "low_watermark_ms": "low-watermark",
     "guard_limit": "guard-limit",
     "guard_window": "guard-window",
+    "guard_global_limit": "guard-global-limit",
     "linger": "linger",
     "replay_bytes": "replay-bytes",
     "max_held_bytes": "max-held-bytes",
     "shutdown_grace": "shutdown-grace",
+    "handshake_timeout": "handshake-timeout",
+    "logon_timeout": "logon-timeout",
+    "prelogon_max_frame": "prelogon-max-frame",
+    "fd_reserve": "fd-reserve",
 }
 # Options named after a field where the names differ (the rest: field name with dashes).
 _OPTION_OF = {
@@ -124,16 +129,28 @@ def _apply(bridge: BridgeService, field: str, new: BridgeConfig) -> None:
         "low_watermark_ms": lambda: setattr(bridge.load, "low_ms", new.low_watermark_ms),
         "guard_limit": lambda: _guard(bridge, "limit", new.guard_limit),
         "guard_window": lambda: _guard(bridge, "window", new.guard_window),
+        "guard_global_limit": lambda: _guard(bridge, "global_limit", new.guard_global_limit),
         "linger": lambda: _set(bridge.registry, "linger", new, "linger"),
         "replay_bytes": lambda: _set(bridge.registry, "replay_bytes", new, "replay_bytes"),
         "max_held_bytes": lambda: _set(bridge.connections, "max_held_bytes", new, "max_held_bytes"),
         "shutdown_grace": lambda: None,  # read from bridge.config when the bridge stops
+        "handshake_timeout": lambda: _prelogon(bridge, "handshake", new.handshake_timeout),
+        "logon_timeout": lambda: _prelogon(bridge, "logon", new.logon_timeout),
+        "prelogon_max_frame": lambda: _prelogon(bridge, "max_frame", new.prelogon_max_frame),
+        "fd_reserve": lambda: setattr(bridge.reserve, "reserve", new.fd_reserve),
     }
     appliers[field]()
 
 
 def _set(target: object, name: str, config: BridgeConfig, field: str) -> None:
     setattr(target, name, getattr(config, field))
+
+
+def _prelogon(bridge: BridgeService, name: str, value: Any) -> None:
+    """Deadlines and the frame bound before logon: for the connections' next stage."""
+    limits = bridge.connections.prelogon
+    if limits is not None:
+        setattr(limits, name, value)
 
 
 def _guard(bridge: BridgeService, name: str, value: Any) -> None:

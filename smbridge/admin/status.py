@@ -42,6 +42,8 @@ def status(bridge: BridgeService) -> dict[str, Any]:
             "mode": bridge.config.switchover_mode,
             "addresses": [str(a) for a in bridge.config.notifiers],
             "switchovers": upstream.switchovers,
+            "upstreamTimeout": upstream.request_timeout,
+            "linkDeadAfter": upstream.dead_after,
             "load": bridge.load.state(),
         },
         "sessions": {"total": len(bridge.registry), "byTransport": dict(transports)},
@@ -55,7 +57,13 @@ def status(bridge: BridgeService) -> dict[str, Any]:
 
 
 def healthy(bridge: BridgeService) -> tuple[bool, str]:
-    """Healthy while the Notifier link is up: a bridge without it can serve no logon."""
-    if bridge.upstream.up:
+    """Healthy while the Notifier link is up: a bridge without it can serve no logon.
+
+    A link whose Notifier stopped answering (``--link-dead-after``) is dropped, so it
+    is not up: the reason says why (``lastError``).
+    """
+    upstream = bridge.upstream
+    if upstream.up:
         return True, "ok"
-    return False, f"the Notifier link is {bridge.upstream.state.value}"
+    why = f": {upstream.last_error}" if upstream.last_error else ""
+    return False, f"the Notifier link is {upstream.state.value}{why}"

@@ -6,6 +6,8 @@ target at most once, stops at ``logon-failed``, follows a ``redirect``'s roster 
 there was no cache, and saves the roster after the logon succeeds. The loop itself,
 :func:`try_in_order`, also serves automatic reconnect and Migrate
 (:mod:`smbridge.client.keeper`), whose plans come from :mod:`smbridge.client.order`.
+Targets are dialed the way the user came in, TLS or WebSocket through the public
+proxy (a roster entry's ``uri``), by :mod:`smbridge.client.reach`.
 """
 
 from __future__ import annotations
@@ -24,13 +26,24 @@ from twisted.logger import Logger
 
 from smbridge.client.order import Attempt, key
 from smbridge.client.protocol import ClientError
+from smbridge.client.reach import dialer, shown
 from smbridge.client.roster_cache import RosterCache
-from smbridge.client.uri import parse_bridge_uri
-from smbridge.roster.attempts import attempt_groups, logon_order
+from smbridge.client.uri import BridgeAddress, parse_bridge_uri
+from smbridge.roster.attempts import DEFAULT_TLS_PORT, attempt_groups, logon_order
 
 log = Logger()
 
 Dial = Callable[[dict[str, Any]], "defer.Deferred[Any]"]
+THROTTLED_RETRIES = 3  # logon-throttled: the same target again, this many times at most
+MAX_RETRY_AFTER = 300.0  # seconds; a longer retryAfter is capped
+
+
+def retry_after(body: dict[str, Any]) -> float:
+    """The pause a ``logon-throttled`` answer asks for (1 s when it names none)."""
+    value = body.get("retryAfter")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return 1.0
+    return float(min(max(value, 0.0), MAX_RETRY_AFTER))
 
 
 def resolve_all(host: str, port: int) -> defer.Deferred[list[str]]:
@@ -53,16 +66,16 @@ class Landing:
     attempts: list[dict[str, Any]] = field(default_factory=list)
 
 
-def default_dial(reactor: Any, typed_host: str, ca: Path | None) -> Dial:
-    """Dial a target over TLS; a raw address of the typed host presents its certificate."""
-    from smbridge.client.session import connect
+def default_dial(
+    reactor: Any, typed_host: str, ca: Path | None, typed: BridgeAddress | None = None
+) -> Dial:
+    """Dial a target the way the user came in (``typed``; default ``tls://typed_host``).
 
-    def dial(t: dict[str, Any]) -> defer.Deferred[Any]:
-        name = typed_host if t["name"] is None else None
-        uri = f"tls://{_bracket(t['host'])}:{t['port']}"
-        return connect(reactor, uri, ca=ca, hostname=name)
-
-    return dial
+    A target's ``uri`` (roster entries sent to WebSocket clients) is dialed as is; a
+    raw address of the typed host is dialed with the typed scheme and path and presents
+    the typed host's certificate (:mod:`smbridge.client.reach`).
+    """
+    return dialer(reactor, typed or BridgeAddress("tls", typed_host, DEFAULT_TLS_PORT), ca)
 
 
 @defer.inlineCallbacks
@@ -84,10 +97,14 @@ def try_in_order(
     the plan is done the result is ClientError ``no-bridge`` (``attempts``: what
     each target answered). Pauses (``Attempt.delay``) run on ``clock``. Once
     ``stopped()`` is true no further target is dialed (ClientError ``stopped``).
+    ``logon-throttled`` (the bridge slows down logons) is no verdict on the password:
+    the same target is tried again after its ``retryAfter`` seconds (at most
+    ``THROTTLED_RETRIES`` times, each pause capped at ``MAX_RETRY_AFTER``).
     """
     order = list(plan)
     attempts: list[dict[str, Any]] = []
     tried: set[tuple[str, int]] = set()
+    throttled: dict[tuple[str, int], int] = {}
     i = 0
     while i < len(order):  # bounded: a redirect adds only targets never seen
         attempt = order[i]
@@ -110,6 +127,16 @@ def try_in_order(
             attempts.append({**target, "error": e.code, "reason": e.body.get("reason")})
             if e.code == "logon-failed":
                 raise
+            if e.code == "logon-throttled" and throttled.get(key(target), 0) < THROTTLED_RETRIES:
+                throttled[key(target)] = throttled.get(key(target), 0) + 1
+                order.insert(i, Attempt(retry_after(e.body), target, attempt.pass_number))
+                log.info(
+                    "Logon throttled at {target}; again in {delay}s",
+                    target=shown(target),
+                    delay=order[i].delay,
+                    event="client.logon_throttled",
+                )
+                continue
             if e.code == "redirect" and redirect is not None:
                 planned = tried | {key(a.target) for a in order[i:]}
                 extra = []
@@ -121,7 +148,7 @@ def try_in_order(
             continue
         log.info(
             "Logged on at {target} after {n} attempt(s)",
-            target=f"{target['host']}:{target['port']}",
+            target=shown(target),
             n=len(attempts) + 1,
             event="client.logon_anywhere",
         )
@@ -140,16 +167,17 @@ def first_logon(
     dial: Dial | None = None,
     resolve: Callable[[str, int], defer.Deferred[list[str]]] = resolve_all,
     rng: random.Random | None = None,
+    clock: IReactorTime | None = None,
 ) -> Any:
     """A first logon (§4.4): the typed host, the cached roster, its raw addresses; a Landing.
 
     Follows a ``redirect``'s roster when there was no cache; saves the roster after
-    the logon succeeds.
+    the logon succeeds. ``clock`` (default ``reactor``) times the pauses.
     """
     address = parse_bridge_uri(typed)
     host, port = address.host, address.port
     if dial is None:
-        dial = default_dial(reactor, host, ca)
+        dial = default_dial(reactor, host, ca, address)
     addresses = yield resolve_quietly(resolve, host, port)
     cached = cache.load(host) if cache is not None else None
     order = logon_order(attempt_groups(cached, host, port, addresses, rng), host, port)
@@ -163,6 +191,7 @@ def first_logon(
         logon,
         redirect=redirected if cached is None else None,
         site=host,
+        clock=clock if clock is not None else reactor,
     )
     if cache is not None:
         cache.save(host, landing.reply)
@@ -198,7 +227,7 @@ def logon_anywhere(
     rng: random.Random | None = None,
     **logon: Any,
 ) -> Any:
-    """Log on at the typed ``tls://HOST[:PORT]`` or wherever the roster leads.
+    """Log on at the typed ``tls://HOST[:PORT]`` (or ``wss://`` URI) or where the roster leads.
 
     Fires with ``(client, reply)``. Fails with the ``logon-failed`` ClientError at
     once (never tried elsewhere), or with ClientError ``no-bridge`` (``attempts``:
@@ -215,7 +244,3 @@ def logon_anywhere(
         rng=rng,
     )
     return landing.client, landing.reply
-
-
-def _bracket(host: str) -> str:
-    return f"[{host}]" if ":" in host else host

@@ -19,6 +19,12 @@ keeps the session going without the application's help:
   it (each once; redirects followed), watches restored (``migrated``, then
   ``resynchronised``), then DestroySession of the old session.
 
+The typed URI may be ``tls://`` (or ``tcp://``) or ``wss://`` (or ``ws://``) through
+the public proxy: resumes go back to the URI the session was on, and a roster sent to
+a WebSocket client names each bridge by a ``uri`` through the same proxy, which the
+fresh logons and Migrate dial (:mod:`smbridge.client.reach`). ``logon-throttled`` is
+no logon failure: the same bridge is tried again after ``retryAfter``.
+
 A heartbeat unanswered for ``heartbeat_timeout`` seconds (default 60) counts as a
 dropped connection, so a network that dies silently is noticed too; a CreateSession
 or ResumeSession unanswered for ``request_timeout`` seconds (default 30) counts as a
@@ -51,6 +57,7 @@ from smbridge.client.discovery import (
     first_logon,
     resolve_all,
     resolve_quietly,
+    retry_after,
     try_in_order,
 )
 from smbridge.client.order import (
@@ -166,7 +173,9 @@ class SessionKeeper:
         self._password = password  # memory only, for automatic logons; never logged
         self._options = {"host": self._host, **logon}
         self._cache = cache
-        self._dial: Dial = dial if dial is not None else default_dial(reactor, self._host, ca)
+        self._dial: Dial = (
+            dial if dial is not None else default_dial(reactor, self._host, ca, address)
+        )
         self._resolve = resolve
         self._rng = rng
         self.top_tries = top_tries
@@ -222,6 +231,7 @@ class SessionKeeper:
                 dial=self._dial,
                 resolve=lambda h, p: defer.succeed(self._addresses),
                 rng=self._rng,
+                clock=self._clock,
             )
         except ClientError as e:
             self._end(e.code)
@@ -438,9 +448,11 @@ class SessionKeeper:
     def _resume(self, old: BridgeClient) -> Any:
         state = old.resume_state
         if state is not None and self._target is not None:
+            waited = False  # a logon-throttled pause stands in for the next one
             for delay in resume_delays(self.linger, self.resume_tries, self.backoff):
-                if delay > 0:
+                if delay > 0 and not waited:
                     yield self._sleep(delay)
+                waited = False
                 try:
                     client = yield self._dial(self._target)
                 except Exception as e:
@@ -459,6 +471,10 @@ class SessionKeeper:
                     )
                 except ClientError as e:
                     yield client.close()
+                    if e.code == "logon-throttled":  # not a verdict: the same resume, later
+                        yield self._sleep(retry_after(e.body))
+                        waited = True
+                        continue
                     if e.code in CONNECTION_CODES or e.retryable:
                         continue
                     self.log.info(

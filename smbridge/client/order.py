@@ -10,7 +10,8 @@ Three plans, all plain data so that they are tested without a reactor:
 - :func:`migrate_plan`: Migrate's roster, best first, each bridge at most once,
   never the bridge that asked the client to leave.
 
-A target is ``{"host", "port", "name"}`` as in :mod:`smbridge.roster.attempts`.
+A target is ``{"host", "port", "name"}`` (plus ``uri`` for WebSocket clients) as in
+:mod:`smbridge.roster.attempts`.
 """
 
 from __future__ import annotations
@@ -106,13 +107,14 @@ def roster_targets(
         ports = entry.get("ports")
         port = ports.get("tls") if isinstance(ports, Mapping) else None
         if isinstance(host, str) and host:
-            out.append(
-                {
-                    "host": host,
-                    "port": port if isinstance(port, int) else default_port,
-                    "name": entry.get("name"),
-                }
-            )
+            target = {
+                "host": host,
+                "port": port if isinstance(port, int) else default_port,
+                "name": entry.get("name"),
+            }
+            if isinstance(entry.get("uri"), str):  # reached through the proxy (client/reach.py)
+                target["uri"] = entry["uri"]
+            out.append(target)
     return _once(out)
 
 

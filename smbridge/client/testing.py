@@ -113,6 +113,8 @@ class FakeBridge:
         self.up = True
         self.accept = True  # False: CreateSession answers redirect with the site roster
         self.resume_answer: str | None = None  # force "unknown-session" or "bad-resume-token"
+        self.uri: str | None = None  # set: roster entries carry it (a bridge behind a proxy)
+        self.throttle: list[float] = []  # Create/ResumeSession: logon-throttled {retryAfter} each
         self.buffer_frames = 1000
         self.linger = 120.0
         self.sessions: dict[str, FakeSession] = {}
@@ -121,7 +123,7 @@ class FakeBridge:
         self._ids = itertools.count(1)
 
     def entry(self) -> dict[str, Any]:
-        return {
+        entry = {
             "name": self.name,
             "fqdn": self.host,
             "kind": self.kind,
@@ -129,6 +131,7 @@ class FakeBridge:
             "available": self.up,
             "ports": {"tls": self.port},
         }
+        return entry if self.uri is None else {**entry, "uri": self.uri}
 
     def connect(self) -> BridgeClient:
         protocol = BridgeProtocol()
@@ -217,6 +220,9 @@ class FakeBridge:
     def _create(
         self, connection: FakeConnection, body: dict[str, Any], reply: Any, error: Any
     ) -> None:
+        if self.throttle:
+            error("logon-throttled", "too many failed logons", retryAfter=self.throttle.pop(0))
+            return
         if body.get("password") != self.site.password:
             error("logon-failed", "wrong user or password", reason="bad-credentials")
             return
@@ -244,6 +250,9 @@ class FakeBridge:
     def _resume(
         self, connection: FakeConnection, body: dict[str, Any], reply: Any, error: Any
     ) -> None:
+        if self.throttle:
+            error("logon-throttled", "too many failed resumes", retryAfter=self.throttle.pop(0))
+            return
         session = self.sessions.get(str(body.get("sessionId")))
         if session is None or self.resume_answer == "unknown-session":
             error("unknown-session", "no such session")
@@ -298,7 +307,7 @@ class FakeSite:
         self.password = password
         self.bridges: list[FakeBridge] = []
         self.queues: dict[str, list[dict[str, Any]]] = {}
-        self.dialed: list[str] = []  # "host:port" of every dial, in order
+        self.dialed: list[str] = []  # "host:port" (or the uri) of every dial, in order
 
     def add(
         self,
@@ -316,7 +325,14 @@ class FakeSite:
         return next(b for b in self.bridges if b.name == name)
 
     def dial(self, target: dict[str, Any]) -> defer.Deferred[Any]:
-        """Connect to the bridge at the target's host and port, or fail as refused."""
+        """Connect to the bridge at the target's ``uri``, else its host and port (or refuse)."""
+        uri = target.get("uri")
+        if isinstance(uri, str):
+            self.dialed.append(uri)
+            for bridge in self.bridges:
+                if bridge.uri == uri and bridge.up:
+                    return defer.succeed(bridge.connect())
+            return defer.fail(ConnectionRefusedError(uri))
         where = f"{target['host']}:{target['port']}"
         self.dialed.append(where)
         for bridge in self.bridges:

@@ -76,6 +76,7 @@ class ControlResource(Resource):
         self.traffic = traffic
         self.routes: dict[str, tuple[bytes, Handler, bool]] = {
             "/api/state": (b"GET", self.get_state, False),
+            "/api/ping": (b"GET", self.get_ping, False),
             "/api/publish": (b"POST", self.post_publish, True),
             "/api/traffic": (b"POST", self.post_traffic, True),
             "/api/parameters": (b"POST", self.post_parameters, True),
@@ -156,6 +157,12 @@ class ControlResource(Resource):
                 "businessCalls": t.business_calls,
             },
         }
+
+    def get_ping(self, _: dict[str, Any]) -> dict[str, Any]:
+        """The pair's liveness probe (notifier/peer.py): answered by the running reactor,
+        so a frozen process does not answer it; says the role and whether it took over."""
+        pair = self.notifier.pair
+        return {"role": pair.role, "tookOver": pair.took_over}
 
     def post_publish(self, body: dict[str, Any]) -> dict[str, Any]:
         object_type = _int(body, "objectType", 0, 0xFFFF)

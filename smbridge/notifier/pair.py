@@ -6,7 +6,13 @@ naming the primary, so a bridge given both addresses finds its way, except from 
 bridge pinned to it, which it takes and which then redirects its clients. Roles swap
 on ``POST /api/switchover`` (on either side: it changes its own role and tells
 the peer through ``tell_peer``), and the backup takes over by itself when the
-primary has not answered a liveness probe for ``detection`` seconds (a crash).
+primary has not answered a liveness probe for ``detection`` seconds (a crash, or a
+frozen process: the probe is an application-level request, notifier/peer.py, and
+each one that takes longer than ``probe_timeout`` seconds counts as unanswered).
+A primary that hears that its peer took over while it was silent (the probe's
+answer says ``role: primary, tookOver: true``: it was frozen, and the bridges
+followed the peer) steps down to backup, so a thawed Notifier does not make a
+second primary.
 Every role change is logged (``notifier.pair.role``) and reported to listeners,
 which drop the bridges' links when this side became the backup. Probe results are
 reported too (``on_peer``: True after each answer, False once the peer has been
@@ -53,7 +59,9 @@ class Pair:
         tell_peer: TellPeer | None = None,
         detection: float = 5.0,
         interval: float = 1.0,
+        probe_timeout: float | None = None,
     ) -> None:
+        """``probe_timeout``: seconds a probe may take (default: half ``detection``, at most 2)."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
         self.clock = clock
@@ -63,6 +71,8 @@ class Pair:
         self.tell_peer = tell_peer
         self.detection = detection
         self.interval = interval
+        self.probe_timeout = probe_timeout or min(2.0, detection / 2)
+        self.took_over = False  # primary because the peer went silent (told in probe answers)
         self.peer_seen = clock.seconds()  # last time the peer answered a probe
         self.changes = 0
         self._listeners: list[Callable[[str], None]] = []
@@ -101,6 +111,7 @@ class Pair:
         if role == self.role:
             return False
         old, self.role = self.role, role
+        self.took_over = False
         self.changes += 1
         self.peer_seen = self.clock.seconds()
         self.log.info(
@@ -155,10 +166,20 @@ class Pair:
     def _tick(self) -> None:
         self._call = None
         assert self.probe is not None
-        self.probe().addCallbacks(self._alive, self._silent).addBoth(self._again)
+        d = self.probe()
+        d.addTimeout(self.probe_timeout, self.clock)  # a frozen peer never answers
+        d.addCallbacks(self._alive, self._silent).addBoth(self._again)
 
-    def _alive(self, _: Any) -> None:
+    def _alive(self, answer: Any) -> None:
         self.peer_seen = self.clock.seconds()
+        if (
+            self.role == PRIMARY
+            and not self.took_over
+            and isinstance(answer, dict)
+            and answer.get("role") == PRIMARY
+            and answer.get("tookOver") is True
+        ):
+            self.set_role(BACKUP, f"peer {self.peer} took over while this side was silent")
         for listener in self._peer_listeners:
             listener(True)
 
@@ -168,6 +189,7 @@ class Pair:
             return
         if self.role == BACKUP:
             self.set_role(PRIMARY, f"peer {self.peer} silent for {silent_for:.1f} s")
+            self.took_over = True
         for listener in self._peer_listeners:
             listener(False)
 
@@ -180,6 +202,8 @@ class Pair:
             "role": self.role,
             "peer": self.peer,
             "detection": self.detection,
+            "probeTimeout": self.probe_timeout,
+            "tookOver": self.took_over,
             "peerSeen": self.peer_seen,
             "changes": self.changes,
         }

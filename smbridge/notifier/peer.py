@@ -1,10 +1,15 @@
 """The I/O behind :class:`~smbridge.notifier.pair.Pair`: probe the peer, tell it its role.
 
-The probe is a plain TCP connect to the peer's link port (closed at once): a
-live Notifier process accepts it, a crashed one does not. Roles travel over the
-peer's control API (``POST /api/role``), and so do the halves of the pair's one
-roster (``POST /api/pair/roster``, notifier/pair_roster.py); the control API
-listens on localhost or a management network, as it always does.
+The probe is an application-level request: ``GET /api/ping`` on the peer's
+control API (``--peer-control``), answered by the peer's reactor with its role,
+so a crashed process (connection refused) and a frozen one (SIGSTOP, a stalled
+reactor: its kernel still accepts the connection, but nothing answers) both fail
+it; :class:`~smbridge.notifier.pair.Pair` bounds each probe with its timeout.
+Without ``--peer-control`` the probe falls back to a TCP connect to the peer's
+link port, which only sees a crash (the tap warns). Roles travel over the peer's
+control API (``POST /api/role``), and so do the halves of the pair's one roster
+(``POST /api/pair/roster``, notifier/pair_roster.py); the control API listens on
+localhost or a management network, as it always does.
 """
 
 from __future__ import annotations
@@ -42,7 +47,12 @@ class PeerClient:
         self.timeout = timeout
 
     def probe(self) -> defer.Deferred[Any]:
-        """Fire when the peer's link port accepts a connection; fail when it does not."""
+        """Fire with the peer's ``/api/ping`` answer (its role); fail when it does not answer.
+
+        Without a control URL: fire when the peer's link port accepts a connection.
+        """
+        if self.control_url is not None:
+            return self._get("/api/ping")
         endpoint = HostnameEndpoint(self.reactor, self.host, self.port, timeout=self.timeout)
         d: defer.Deferred[Any] = endpoint.connect(Factory.forProtocol(_Touch))
         return d
@@ -55,19 +65,24 @@ class PeerClient:
         """Send this side's half of the pair's roster; fire with the peer's half."""
         return self._post("/api/pair/roster", half)
 
+    def _get(self, path: str) -> defer.Deferred[Any]:
+        """GET the peer's control API; fire with the JSON answer of a 200."""
+        return self._request("GET", path, None)
+
     def _post(self, path: str, body: dict[str, Any]) -> defer.Deferred[Any]:
         """POST JSON to the peer's control API; fire with the JSON answer of a 200."""
+        return self._request("POST", path, body)
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None) -> defer.Deferred[Any]:
         if self.control_url is None:
             return defer.fail(RuntimeError("no --peer-control given"))
         import treq
         from twisted.web.client import HTTPConnectionPool
 
         pool = HTTPConnectionPool(self.reactor, persistent=False)
-        d: defer.Deferred[Any] = treq.post(
-            f"{self.control_url}{path}",
-            json=body,
-            pool=pool,
-            timeout=self.timeout * 2,
+        extra: dict[str, Any] = {} if body is None else {"json": body}
+        d: defer.Deferred[Any] = treq.request(
+            method, f"{self.control_url}{path}", pool=pool, timeout=self.timeout * 2, **extra
         )
 
         def checked(response: Any) -> defer.Deferred[Any]:

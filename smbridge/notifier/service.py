@@ -24,6 +24,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IStreamServerEndpoint,
 )
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from smbridge.listening import ListenerService
@@ -48,6 +49,8 @@ def _first_error(failure: Failure) -> Failure:
 class NotifierService(MultiService):
     """A reference Notifier: link listener, optional control API, traffic generator."""
 
+    log = Logger()
+
     def __init__(
         self,
         site: Site,
@@ -63,6 +66,7 @@ class NotifierService(MultiService):
         peer_control: str | None = None,
         detection: float = 5.0,
         probe_interval: float = 1.0,
+        probe_timeout: float | None = None,
         trust: CertificateTrust | None = None,
         roster_store: Path | None = None,
     ) -> None:
@@ -74,7 +78,9 @@ class NotifierService(MultiService):
         self._links = NotifierLinkFactory(self.notifier)
         self.notifier.pair.on_change(self._role_changed)
         if role is not None or peer is not None:
-            self.join_pair(role or self.notifier.pair.role, peer, peer_control, detection)
+            self.join_pair(
+                role or self.notifier.pair.role, peer, peer_control, detection, probe_timeout
+            )
             self.notifier.pair.interval = probe_interval
         self.traffic = Traffic(self.notifier, reactor, site.traffic)
         self._link = ListenerService("link", link_endpoint, self._links)
@@ -128,10 +134,12 @@ class NotifierService(MultiService):
         peer: str | None,
         peer_control: str | None = None,
         detection: float = 5.0,
+        probe_timeout: float | None = None,
     ) -> Pair:
         """Take ``role`` in a pair whose other side's link is ``peer`` (HOST:PORT).
 
-        Tests call it once both Notifiers listen (their ports are ephemeral).
+        Tests call it once both Notifiers listen (their ports are ephemeral). Without
+        ``peer_control`` the probe is a TCP connect, blind to a frozen peer (warned).
         """
         reactor: Any = self.notifier.clock
         client = PeerClient(reactor, peer, peer_control) if peer is not None else None
@@ -145,7 +153,15 @@ class NotifierService(MultiService):
             tell_peer=client.tell_role if client is not None else None,
             detection=detection,
             interval=min(1.0, detection / 3),
+            probe_timeout=probe_timeout,
         )
+        if peer is not None and peer_control is None:
+            self.log.warn(
+                "No --peer-control: the peer {peer} is probed with a TCP connect, which "
+                "does not see a frozen peer (give --peer-control)",
+                peer=peer,
+                event="notifier.pair.tcp_probe",
+            )
         pair.on_change(self._role_changed)
         share = self.notifier.share
         share.exchange = client.exchange_roster if client and client.control_url else None

@@ -48,6 +48,7 @@ class NotifierConfig:
     peer: str | None = None  # the other Notifier's link address (HOST:PORT)
     peer_control: str | None = None  # the other Notifier's control API URL
     detection: float = 5.0  # seconds of peer silence before a backup takes over
+    probe_timeout: float | None = None  # seconds one probe may take; None: min(2, detection/2)
     cic_name: str | None = None  # this CIC server's name (default: the site's cic.name)
     trust_any: bool = False  # accept every bridge certificate the CA signed
     trust_store: Path | None = None  # trusted/new bridge certificates; None: WORK/trust.json
@@ -143,6 +144,14 @@ class Options(usage.Options):
             "Seconds the backup waits for a silent primary before it takes over.",
             float,
         ],
+        [
+            "probe-timeout",
+            None,
+            None,
+            "Seconds one liveness probe of the peer (GET /api/ping on --peer-control) may take "
+            "before it counts as unanswered (default: half of --detection, at most 2).",
+            float,
+        ],
         ["cert", None, None, "Server certificate and key (PEM) for the link."],
         ["ca", None, None, "CA certificate (PEM) that bridges' client certificates must chain to."],
         [
@@ -205,6 +214,10 @@ class Options(usage.Options):
             raise usage.UsageError("--peer-control needs --peer")
         if not 0.1 <= self["detection"] <= 3600:
             raise usage.UsageError("--detection must be 0.1..3600 seconds")
+        if self["probe-timeout"] is not None and not (
+            0.05 <= self["probe-timeout"] <= self["detection"]
+        ):
+            raise usage.UsageError("--probe-timeout must be 0.05 s..--detection")
         control = self["control"]
         self.config = NotifierConfig(
             site=site,
@@ -221,6 +234,7 @@ class Options(usage.Options):
             peer=self["peer"],
             peer_control=self["peer-control"],
             detection=self["detection"],
+            probe_timeout=self["probe-timeout"],
             cic_name=self["cic-name"],
             trust_any=bool(self["trust-any"]),
             trust_store=Path(self["trust-store"]) if self["trust-store"] else None,
@@ -279,6 +293,7 @@ def make_notifier_service(config: NotifierConfig, reactor: Any) -> NotifierServi
         peer_control=config.peer_control,
         detection=config.detection,
         probe_interval=min(1.0, config.detection / 3),
+        probe_timeout=config.probe_timeout,
         trust=config.certificate_trust(),
         roster_store=config.roster_file(),
     )

@@ -22,6 +22,7 @@ class Origin:
     base_uri: str | None = None  # client-facing scheme://host[/extra/path], no trailing slash
     server: str | None = None  # the server segment the client dialed (possibly an alias)
     alias: str | None = None  # the public alias of that server, when one is mapped
+    proxied: bool = False  # the handshake carried X-Forwarded-Host/-Proto (a reverse proxy)
 
 
 class ResourceProvider(Protocol):

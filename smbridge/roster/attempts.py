@@ -1,7 +1,8 @@
 """The client's attempt order (PROTOCOL §4.4), pure: what to dial, in which order.
 
 A target is ``{"host", "port", "name"}``: a roster entry becomes its FQDN and TLS
-port, a raw address of the typed host becomes that address and the typed port.
+port (and its ``uri``, when the bridge gave one to a WebSocket client), a raw address
+of the typed host becomes that address and the typed port.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ def _target(entry: Mapping[str, Any], typed_port: int) -> dict[str, Any] | None:
     port = (ports or {}).get("tls") or DEFAULT_TLS_PORT
     if not isinstance(host, str) or not host or not isinstance(port, int):
         return None
-    return {"host": host, "port": port, "name": entry.get("name")}
+    target = {"host": host, "port": port, "name": entry.get("name")}
+    if isinstance(entry.get("uri"), str):  # a WebSocket client dials this (roster/reach.py)
+        target["uri"] = entry["uri"]
+    return target
 
 
 def attempt_groups(

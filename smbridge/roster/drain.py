@@ -50,7 +50,9 @@ def roster_for(router: Router, session: Session) -> list[dict[str, Any]]:
 
     This bridge and unavailable bridges are left out; the rest is ordered by the
     user's selection rule (``router.user_rule``, groups flattened, excluded locations
-    dropped). No host addresses: the client adds those of the host it typed.
+    dropped). No host addresses: the client adds those of the host it typed. A
+    client that came through the WebSocket tunnel gets a ``uri`` per entry that it
+    can dial (the public base URI and alias; ``router.client_roster``, reach.py).
     """
     roster = router.upstream.registered.get("roster") or []
     others = [
@@ -59,7 +61,7 @@ def roster_for(router: Router, session: Session) -> list[dict[str, Any]]:
         if isinstance(e, dict) and e.get("name") != router.identity.name and e.get("available")
     ]
     groups = order_roster(others, router.user_rule(session.info.location), (), router.rng)
-    return [e for group in groups for e in group]
+    return list(router.client_roster([e for group in groups for e in group], session.origin))
 
 
 class Drainer:

@@ -10,8 +10,12 @@ client's members, minus any ``_session`` the client wrote, plus the bridge's
 ``_session`` (the identity the Notifier acts on), as valid JSON that fits in a link
 frame. Whatever JSON parser the far end uses (first or last duplicate wins), there
 is exactly one ``_session`` and it is the bridge's. Nor may a forwarded payload nest
-deeper than :data:`MAX_DEPTH`: the far end's parser must never fail on it, because a
-frame the Notifier cannot read costs every session on the link (it drops the link).
+deeper than :data:`~smbridge.codec.frames.MAX_DEPTH` (the codec's bound, which the
+decoder's own, twice as deep, backs): the far end's parser must never fail on it,
+because a frame the Notifier cannot read costs every session on the link (it drops
+the link). A request holding a string that is not valid Unicode (a lone surrogate,
+which the decoder marks in ``Frame.invalid``) is refused ``bad-request`` naming the
+field, whatever it asks for: it could not be encoded again, nor trusted upstream.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 
 from smbridge.codec import DEFAULT_MAX_FRAME, Frame, Kind
 from smbridge.codec.catalog import CLIENT_REQUESTS
-from smbridge.codec.frames import MIN_LENGTH
+from smbridge.codec.frames import MAX_DEPTH, MIN_LENGTH
 from smbridge.errors import BadRequest, ProtocolError
 from smbridge.router.identity import with_identity
 
@@ -30,7 +34,6 @@ SESSION_MEMBER = "_session"  # the member the bridge adds to a forwarded request
 # protocol's default limit, whatever --max-frame this bridge takes from clients.
 LINK_PAYLOAD_LIMIT = DEFAULT_MAX_FRAME - MIN_LENGTH
 _JSON_SPACE = b" \t\r\n"  # the only white space JSON allows around a value
-MAX_DEPTH = 32  # objects and arrays inside a forwarded payload (the payload is 1)
 
 
 class UnknownRequest(ProtocolError):
@@ -42,13 +45,21 @@ class RequestTooLarge(ProtocolError):
 
 
 def admit(frame: Frame) -> None:
-    """Raise :class:`UnknownRequest` unless ``frame`` is a request a client may send."""
+    """Raise :class:`UnknownRequest` unless ``frame`` is a request a client may send,
+    then :class:`BadRequest` if one of its strings is not valid Unicode."""
     if frame.kind != Kind.REQUEST:
         raise UnknownRequest(f"clients send requests, not kind {frame.kind}")
     if (frame.object_type, frame.event_id) not in CLIENT_REQUESTS:
         raise UnknownRequest(
             f"({frame.object_type},{frame.event_id}) is not a request clients may send"
         )
+    if frame.body is None:
+        try:
+            frame.parsed()
+        except ValueError as e:
+            raise BadRequest(str(e)) from None
+    if frame.invalid is not None:
+        raise BadRequest(frame.invalid)
 
 
 def upstream_payload(frame: Frame, identity: bytes) -> bytes:

@@ -11,6 +11,12 @@ one notification of its topic's change type carrying the whole state and
 ``"reset": true`` (QueueChanged ``{queue, interactions, reset}``, StatusChanged
 ``{user, status, since, reset}``...), sorted by topic. A session still attached to another live
 connection is taken over and the old connection closed.
+
+Guessing resume tokens is throttled like guessing passwords (``throttle.py``): the
+key is (sessionId, address) and the address; a refused attempt is
+``logon-throttled`` before the token is compared; a matching token clears the key;
+``unknown-session`` gives the count back (a restarted bridge's clients all meet it).
+Every attempt let through is settled before :meth:`Resumer.resume` returns or raises.
 """
 
 from __future__ import annotations
@@ -36,8 +42,10 @@ from smbridge.codec.catalog import (
 )
 from smbridge.counters import Counters
 from smbridge.errors import BadRequest, LogonFailed, ProtocolError
+from smbridge.resources import Origin
 from smbridge.router.fanout import FanOut
 from smbridge.router.fields import text
+from smbridge.router.throttle import Attempt
 from smbridge.session.negotiate import heartbeat_interval
 from smbridge.session.registry import SessionRegistry
 from smbridge.session.session import Session, State
@@ -105,12 +113,14 @@ class Resumer:
         registry: SessionRegistry,
         fanout: FanOut,
         counters: Counters,
-        describe: Callable[[], dict[str, Any]],
+        describe: Callable[[Origin], dict[str, Any]],
     ) -> None:
         self.registry = registry
         self.fanout = fanout
         self.counters = counters
         self.describe = describe  # server, roster, cic: as in a CreateSession reply
+        # The logon throttle's gate (Router.admit_logon); None: no throttling.
+        self.gate: Callable[[ClientConnection, str, str], Attempt] | None = None
 
     def _refuse(self, error: ProtocolError) -> ProtocolError:
         self.counters.inc("resumes", outcome="refused")
@@ -128,10 +138,26 @@ class Resumer:
             raise self._refuse(
                 ProtocolError("this connection already has a session", code="session-exists")
             )
-        session = self.registry.get(session_id)
-        if session is None or session.state is State.CLOSED:
+        try:
+            attempt = self.gate(conn, "resume", session_id) if self.gate is not None else None
+        except ProtocolError as e:
+            raise self._refuse(e) from None
+        try:
+            session = self.registry.get(session_id)
+            if session is not None and session.state is State.CLOSED:
+                session = None
+            matches = session is not None and self.registry.token_matches(session, token)
+        except BaseException:
+            if attempt is not None:
+                attempt.abandoned()  # never judged; its place in flight is released
+            raise
+        if session is None:
+            if attempt is not None:
+                attempt.abandoned()
             raise self._refuse(UnknownSession(f"no session {session_id} on this bridge"))
-        if not self.registry.token_matches(session, token):
+        if not matches:
+            if attempt is not None:
+                attempt.failed()
             self.counters.inc("logon_failures")
             self.log.info(
                 "Resume of {session_id} from {remote} refused: bad resume token",
@@ -142,6 +168,8 @@ class Resumer:
             raise self._refuse(
                 LogonFailed("the resume token does not match", reason="bad-resume-token")
             )
+        if attempt is not None:
+            attempt.succeeded()
         replay = session.replay
         if received > replay.count:
             raise self._refuse(
@@ -159,7 +187,7 @@ class Resumer:
             "position": position,
             "sessionTimeout": timeout,
             "heartbeatInterval": heartbeat_interval(timeout),
-            **self.describe(),
+            **self.describe(conn.origin),
         }
         conn.send(encode(Kind.RESPONSE, *RESUME_SESSION, frame.request_id, reply))
         if frames is None:

@@ -8,6 +8,10 @@ are handled here; the ones §3 marks "upstream" are forwarded to the Notifier wi
 the session's identity and their answer relayed back as bytes.
 A handler returns the reply payload, a Deferred of it, or ``None`` when it has
 answered by itself; a ProtocolError becomes an ``error`` frame with its code.
+CreateSession and ResumeSession first pass the logon throttle (``throttle.py``):
+too soon after failed ones from the same source, or with too many from one address
+still unanswered, they are answered ``logon-throttled`` ``{retryAfter}`` before the
+Notifier is asked; each one let through is settled with its outcome on every path.
 """
 
 from __future__ import annotations
@@ -54,9 +58,10 @@ from smbridge.codec.catalog import (
 )
 from smbridge.counters import Counters
 from smbridge.errors import BadRequest, NoSession, ProtocolError
-from smbridge.resources import NoResources, ResourceProvider
+from smbridge.resources import NoResources, Origin, ResourceProvider
 from smbridge.roster.accept import ACCEPT_MODES, Decision, decide
 from smbridge.roster.drain import migrate_frame, roster_for
+from smbridge.roster.reach import Aliases, with_uris
 from smbridge.roster.selection import Resolved, RuleError, order_roster, parse_rules, rule_for_user
 from smbridge.router.admission import UnknownRequest, admit, upstream_payload
 from smbridge.router.directory import Directories
@@ -64,6 +69,7 @@ from smbridge.router.fanout import FanOut
 from smbridge.router.fields import optional_text, text
 from smbridge.router.reply import EncodedReply, Reply
 from smbridge.router.resume import Resumer, check_allowed
+from smbridge.router.throttle import Attempt, LogBudget, LogonThrottle, LogonThrottled
 from smbridge.router.visibility import Scope, restricted, scope_of
 from smbridge.router.watches import Watches
 from smbridge.session.control import SessionControl
@@ -154,9 +160,15 @@ class Router:
             GET_RESOURCE_URI: self._resource_uri,
         }
         self.resources: ResourceProvider = NoResources()
+        # Public aliases of bridges, for the roster's ``uri`` of tunnel clients (reach.py).
+        self.alias_of = Aliases(self.parameters)
         # The session hook (docs/lifecycle.md); None: every session is allowed everything.
         self.hook: HookRunner | None = None
+        # Failed logons slow down per (user, address) and per address (throttle.py).
+        self.throttle = LogonThrottle(registry.clock)
+        self._throttle_log = LogBudget(registry.clock)
         self.resumer = Resumer(registry, self.fanout, self.counters, self._describe)
+        self.resumer.gate = self.admit_logon
         # Called with the parameters in force whenever they may have changed (the sender).
         self.parameter_listeners: list[Callable[[dict[str, Any]], object]] = []
         registry.on_end(self._session_ended)
@@ -252,6 +264,9 @@ class Router:
             admit(frame)  # the allow-list: nothing else is handled or forwarded
         except UnknownRequest as e:
             self._refuse(conn, frame, e)
+            return
+        except ProtocolError as e:  # a string that is not valid Unicode
+            self._answer(conn.send, frame, e)
             return
         if key == GET_VERSION:
             conn.send(encode(Kind.RESPONSE, *key, frame.request_id, VERSION_REPLY))
@@ -361,21 +376,27 @@ class Router:
             raise BadRequest("notifyImminent must be true or false")
         if conn.session is not None:
             raise ProtocolError("this connection already has a session", code="session-exists")
+        attempt = self.admit_logon(conn, "user", user)  # before the Notifier sees it
         try:
             auth = yield self.upstream.request(
                 LINK_AUTHENTICATE, {"user": user, "password": password, "station": station}
             )
-        except ProtocolError as e:
-            if e.code == "logon-failed":
-                self.counters.inc("logon_failures")
-                self.log.info(
-                    "Logon failed for {user} from {remote}: {reason}",
-                    user=user,
-                    remote=conn.remote,
-                    reason=e.extra.get("reason"),
-                    event="session.logon_failed",
-                )
+        except BaseException as e:
+            # Settled on every path, so its place in flight is released exactly once.
+            if not isinstance(e, ProtocolError) or e.code != "logon-failed":
+                attempt.abandoned()  # never judged: the link, a timeout, a cancel
+                raise
+            attempt.failed()
+            self.counters.inc("logon_failures")
+            self.log.info(
+                "Logon failed for {user} from {remote}: {reason}",
+                user=user,
+                remote=conn.remote,
+                reason=e.extra.get("reason"),
+                event="session.logon_failed",
+            )
             raise
+        attempt.succeeded()
         self._accept_or_redirect(user, conn, auth)
         who = auth.get("user", {})
         info = SessionInfo(
@@ -425,7 +446,7 @@ class Router:
             "heartbeatInterval": heartbeat_interval(timeout),
             "server": self.identity.public(),
             "cic": registered.get("cic"),
-            "roster": registered.get("roster", []),
+            "roster": self.client_roster(registered.get("roster", []), session.origin),
             "selectionRule": registered.get("selectionRule"),
             "location": info.location,
             "myInteractions": mine.get("interactions", []),
@@ -436,6 +457,35 @@ class Router:
             },
             "resources": self.resources.for_session(session.origin),
         }
+
+    def admit_logon(self, conn: ClientConnection, kind: str, name: str) -> Attempt:
+        """Let a logon (``user``) or resume (``resume``) through the throttle, or refuse it.
+
+        A refusal is ``logon-throttled`` with ``retryAfter``, counted by scope and logged
+        once per wait, at most 10 lines a minute (user and address, never a secret).
+        """
+        result = self.throttle.attempt(kind, name, conn.remote)
+        if isinstance(result, Attempt):
+            return result
+        self.counters.inc("logons_throttled", scope=result.scope)
+        skipped = self._throttle_log.take() if result.first else None
+        if skipped is not None:
+            self.log.info(
+                "Throttled {kind} of {name} from {address} ({scope}): retry after "
+                "{retry_after}s ({skipped} earlier refusal(s) not logged)",
+                kind="logon" if kind == "user" else kind,
+                name=name[:64],
+                address=self.throttle.address_of(conn.remote),
+                scope=result.scope,
+                retry_after=result.retry_after,
+                skipped=skipped,
+                event="session.logon_throttled",
+            )
+        raise LogonThrottled(
+            f"too many failed logons: try again in {result.retry_after}s",
+            retryAfter=result.retry_after,
+            scope=result.scope,
+        )
 
     # --- accept or redirect (PROTOCOL §4.3, docs/roster.md) --------------------------
     def set_accept_mode(self, mode: str) -> None:
@@ -479,13 +529,17 @@ class Router:
             total=len(roster),
             event="roster.changed",
         )
-        notice = encode(
-            Kind.NOTIFICATION,
-            *ROSTER_CHANGED,
-            0,
-            {"roster": roster, "selectionRule": registered.get("selectionRule")},
-        )
+        notices: dict[Origin, bytes] = {}  # one encoding per way in (tunnel URIs differ)
         for session in self.registry:
+            notice = notices.get(session.origin)
+            if notice is None:
+                body = {
+                    "roster": self.client_roster(roster, session.origin),
+                    "selectionRule": registered.get("selectionRule"),
+                }
+                notice = notices[session.origin] = encode(
+                    Kind.NOTIFICATION, *ROSTER_CHANGED, 0, body
+                )
             session.send(notice)
 
     def accept_state(self) -> tuple[bool, str]:
@@ -543,18 +597,22 @@ class Router:
             f"this bridge does not take the session ({decision.reason}); try the roster",
             code="redirect",
             reason=decision.reason,
-            roster=[e for g in groups for e in g],
+            roster=self.client_roster([e for g in groups for e in g], conn.origin),
             groups=[[e["name"] for e in g] for g in groups],
             selectionRule=registered.get("selectionRule"),
             location=location,
         )
 
-    def _describe(self) -> dict[str, Any]:
+    def client_roster(self, roster: list[Any], origin: Origin) -> Any:
+        """``roster`` as a client that came in by ``origin`` gets it (tunnel: with ``uri``)."""
+        return with_uris(roster, origin, self.alias_of)
+
+    def _describe(self, origin: Origin) -> dict[str, Any]:
         """The bridge's side of a session reply: this server, the roster, the CIC server."""
         registered = self.upstream.registered
         return {
             "server": self.identity.public(),
-            "roster": registered.get("roster", []),
+            "roster": self.client_roster(registered.get("roster", []), origin),
             "cic": registered.get("cic"),
         }
 
@@ -623,7 +681,7 @@ class Router:
     def _servers(self, session: Session, frame: Frame) -> Reply:
         registered = self.upstream.registered
         return {
-            "roster": registered.get("roster", []),
+            "roster": self.client_roster(registered.get("roster", []), session.origin),
             "selectionRule": registered.get("selectionRule"),
         }
 

@@ -20,10 +20,16 @@ session lingers for a resume.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHandshakeListener,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -34,6 +40,7 @@ from smbridge.codec.frames import DEFAULT_MAX_FRAME
 from smbridge.resources import Origin
 from smbridge.sender.sender import Sender
 from smbridge.transports.batch import BatchedProtocol, WriteBatcher
+from smbridge.transports.prelogon import LOGON, Deadline, PrelogonLimits
 from smbridge.transports.sockets import enable_keepalive as enable_keepalive  # re-exported
 from smbridge.transports.sockets import transport_backlog
 
@@ -48,7 +55,7 @@ if TYPE_CHECKING:
     from smbridge.session.session import Session
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IHandshakeListener)
 class ClientConnection(BatchedProtocol):
     log = Logger()
 
@@ -70,13 +77,16 @@ class ClientConnection(BatchedProtocol):
     sent_frames = 0
     _stall_call: IDelayedCall | None = None
     _abort_call: IDelayedCall | None = None
+    # Until the first logon (transports/prelogon.py): the deadline, and a small max frame.
+    prelogon: Deadline | None = None
+    _session: Session | None = None
 
     def __init__(self, router: Router, batcher: WriteBatcher, max_frame: int, kind: str) -> None:
         super().__init__(batcher)
         self.router = router
         self.decoder = Decoder(max_frame)
         self.kind = kind  # "tls" or "clear" (later "ws"/"wss")
-        self.session: Session | None = None
+        self._session = None
         self.remote = ""
         self.origin = Origin(kind)  # the tunnel replaces it with the decoded URI
 
@@ -86,6 +96,35 @@ class ClientConnection(BatchedProtocol):
         peer = self.transport.getPeer()  # type: ignore[union-attr]
         self.remote = f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}"
         self._attach()
+
+    # --- before logon (transports/prelogon.py) -----------------------------------
+    @property
+    def session(self) -> Session | None:
+        return self._session
+
+    @session.setter
+    def session(self, session: Session | None) -> None:
+        self._session = session
+        if session is not None and self.prelogon is not None:
+            self.logged_on()
+
+    def before_logon(self, deadline: Deadline, limits: PrelogonLimits) -> None:
+        """Until the first logon: ``deadline`` runs and frames are bounded by ``limits``."""
+        self.prelogon = deadline
+        deadline.remote = self.remote or deadline.remote
+        self.decoder.max_frame = min(self.decoder.max_frame, limits.max_frame)
+
+    def handshakeCompleted(self) -> None:
+        """TLS is up (IHandshakeListener): the time to log on starts now."""
+        if self.prelogon is not None:
+            self.prelogon.enter(LOGON)
+
+    def logged_on(self) -> None:
+        """The first CreateSession/ResumeSession succeeded: no deadline, full frames."""
+        deadline, self.prelogon = self.prelogon, None
+        if deadline is not None:
+            deadline.done()
+            self.decoder.max_frame = self.factory.max_frame
 
     # --- the send path (docs/sender.md) ----------------------------------------
     def _attach(self) -> None:
@@ -406,6 +445,13 @@ class ClientConnection(BatchedProtocol):
                 return
 
     def _refuse(self, bad: BadFrame) -> None:
+        if self.prelogon is not None and bad.message.startswith("frame length"):
+            self.prelogon.done()
+            self.router.counters.inc("connections_closed", reason="prelogon-frame-too-large")
+            bad.message = (
+                f"{bad.message}: before logon a frame may have at most "
+                f"{self.decoder.max_frame} bytes"
+            )
         self.log.warn(
             "Bad frame from {remote}: {message}",
             remote=self.remote,
@@ -436,6 +482,8 @@ class ClientConnection(BatchedProtocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.connected = False
+        if self.prelogon is not None:
+            self.prelogon.done()
         self.hand_back()
         self._cancel_stall()
         abort, self._abort_call = self._abort_call, None
@@ -466,6 +514,15 @@ class ClientConnectionFactory(Factory):
         self.connections: set[ClientConnection] = set()
         self._max_held_bytes = max_held_bytes
         self._drained: list[defer.Deferred[None]] = []
+        # Deadlines and the frame bound before logon (transports/prelogon.py); None: none.
+        self.prelogon: PrelogonLimits | None = None
+
+    def deadline(self, abort: Callable[[], None], stage: str, remote: str = "") -> Deadline | None:
+        """A new connection's deadline before logon, starting at ``stage`` (None: off)."""
+        limits = self.prelogon
+        if limits is None:
+            return None
+        return Deadline(self.batcher.clock, limits, self.router.counters, abort, stage, remote)
 
     @property
     def max_held_bytes(self) -> int:

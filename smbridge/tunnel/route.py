@@ -156,9 +156,10 @@ class Route:
     machine: str  # the machine it names
     alias: str | None  # its public alias, when the map has one
     client_type: str | None
+    proxied: bool = False  # the base came from X-Forwarded-Proto/-Host (see roster/reach.py)
 
     def origin(self, transport: str) -> Origin:
-        return Origin(transport, self.base_uri, self.server, self.alias)
+        return Origin(transport, self.base_uri, self.server, self.alias, self.proxied)
 
 
 def decode(
@@ -188,7 +189,8 @@ def decode(
     if isinstance(base, Refusal):
         return base
     machine, alias = resolved
-    return Route(base + encode_path(path.prefix), path.server, machine, alias, client_type)
+    proxied = any(_first(headers.get(h)) for h in ("x-forwarded-host", "x-forwarded-proto"))
+    return Route(base + encode_path(path.prefix), path.server, machine, alias, client_type, proxied)
 
 
 def split_session_path(raw_path: str) -> SessionPath | Refusal:

@@ -168,10 +168,12 @@ def start_proxy(
     session_scheme: str = "wss",
     ws_timeout: str = "90s",
     nginx: str = NGINX,
+    session_ports: Mapping[str, int] | None = None,
 ) -> Any:
     """Render the package's nginx.conf.in and run nginx on it; fires with a RunningProxy.
 
-    ``backends`` maps machine names of ``base_map`` to ``address[,tls-name]``.
+    ``backends`` maps machine names of ``base_map`` to ``address[,tls-name]``;
+    ``session_ports`` maps aliases whose tunnel is not on ``session_port`` to theirs.
     """
     from smbridge.tunnel.nginx import TEMPLATE, ProxySite, backends_from_map, render
 
@@ -195,6 +197,8 @@ def start_proxy(
         ws_timeout=ws_timeout,
     )
     config = render(TEMPLATE.read_text(encoding="utf-8"), site)
+    if session_ports:
+        config = per_alias_session_ports(config, session_port, session_ports)
     (directory / "smbridge.conf").write_text(config)
     user = ""
     if os.geteuid() == 0:  # workers must read the repository's webclient files
@@ -480,3 +484,99 @@ def start_proxied_site(
         yield site.stop()
         raise
     return ProxiedSite(site, proxy, echo_ports)
+
+
+# --- two bridges behind one nginx (the browser SDK's Migrate test) --------------------
+PAIR_BASE_MAP = "cic1|IC&sm1|edge1&sm2|edge2"
+
+
+def per_alias_session_ports(config: str, session_port: int, ports: Mapping[str, int]) -> str:
+    """The rendered site with the session proxied to a port per alias (``ports``).
+
+    The template has one session port for every bridge (each on its own host in a
+    real site); tests run several bridges on 127.0.0.1, so each alias gets its own.
+    """
+    lines = "\n".join(f'    "~*^{alias}$" {port};' for alias, port in ports.items())
+    block = f"map $sm_server $sm_session_port {{\n    default {session_port};\n{lines}\n}}\n"
+    old = f"$sm_backend:{session_port}$request_uri"
+    if old not in config:
+        raise ValueError("the rendered site has no session proxy_pass to rewrite")
+    return block + config.replace(old, "$sm_backend:$sm_session_port$request_uri")
+
+
+@dataclass
+class ProxiedPair:
+    """A Notifier, bridges sm1 (``edge1``) and sm2 (``edge2``) with wss tunnels, nginx."""
+
+    site: Any
+    other: Any  # sm2's BridgeService
+    proxy: RunningProxy
+
+    @defer.inlineCallbacks
+    def stop(self) -> Any:
+        self.proxy.stop()
+        yield defer.maybeDeferred(self.other.stopService)
+        yield self.site.stop()
+
+
+@defer.inlineCallbacks
+def start_proxied_pair(reactor: Any, work: Path) -> Any:
+    """Start sm1 (with its admin API) and sm2 of one site behind one nginx; a ProxiedPair.
+
+    Fires once sm1's roster lists sm2 as available, so a drain can send Migrate to it.
+    """
+    from smbridge.config import BridgeConfig, NotifierAddress, TLSFiles
+    from smbridge.router.router import BridgeIdentity
+    from smbridge.service import BridgeService
+    from smbridge.session.negotiate import TimeoutPolicy
+    from smbridge.testing import start_site
+
+    site = yield start_site(
+        reactor,
+        work,
+        parameters={"SM HTTPS URL Base Map": PAIR_BASE_MAP},
+        wss_port=0,
+        admin_port=0,
+    )
+    other: Any = None
+    try:
+        files = site.pki
+        config = BridgeConfig(
+            identity=BridgeIdentity(
+                "sm2", "localhost", location="Indianapolis", ports={"tls": 0, "wss": 0}
+            ),
+            tls=TLSFiles(files.bridge, files.bridge_client, files.ca),
+            notifiers=(NotifierAddress("127.0.0.1", site.link_port),),
+            notifier_name="localhost",
+            port=0,
+            interface="127.0.0.1",
+            policy=TimeoutPolicy(1800, 60),
+            wss_port=0,
+        )
+        other = BridgeService(config, reactor)
+        other.startService()
+        yield other.when_ready()
+        sm2_port = int(other.tunnel.wss_port)
+
+        def sm2_in_roster() -> bool:
+            roster = site.bridge.router.upstream.registered.get("roster") or []
+            return any(e.get("name") == "sm2" and e.get("available") for e in roster)
+
+        yield poll(reactor, sm2_in_roster, "sm2 in sm1's roster")
+        proxy = yield start_proxy(
+            reactor,
+            work,
+            site.pki.ca.parent,
+            {n: "127.0.0.1,localhost" for n in ("cic1", "sm1", "sm2")},
+            PAIR_BASE_MAP,
+            {},
+            site.wss_port,
+            nginx=need_binary(NGINX, "nginx"),
+            session_ports={"edge2": sm2_port},
+        )
+    except BaseException:
+        if other is not None:
+            yield defer.maybeDeferred(other.stopService)
+        yield site.stop()
+        raise
+    return ProxiedPair(site, other, proxy)

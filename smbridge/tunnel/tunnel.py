@@ -11,7 +11,10 @@ the tunnel behaves like one over TLS. What the tunnel adds:
   into a single write; inward, binary messages are stream bytes however split;
   a text message closes with 1003;
 * keep-alive pings (well under nginx's 60 s ``proxy_read_timeout``), open and close
-  handshake timeouts, and a message size limit tied to the maximum frame.
+  handshake timeouts, and a message size limit tied to the maximum frame;
+* deadlines before logon (transports/prelogon.py): on wss the TLS handshake, then
+  the upgrade (the opening handshake), then the first logon, each within its time;
+  with them the bridge's own, Autobahn's open handshake timer is off.
 
 Autobahn's native extension (NVX) speeds up its WebSocket layer; the service
 records whether it is in use (``TunnelService.uses_nvx``) and logs it at start.
@@ -30,18 +33,25 @@ from OpenSSL import SSL
 from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IHandshakeListener,
+    IOpenSSLServerConnectionCreator,
+    IStreamServerEndpoint,
+)
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from smbridge.codec import BadFrame
 from smbridge.config import TunnelSettings
 from smbridge.listening import ListenerService
 from smbridge.transports.connection import ClientConnection, ClientConnectionFactory
+from smbridge.transports.descriptors import DescriptorReserve
 from smbridge.transports.guard import ConnectionGuard
 from smbridge.transports.listener import GuardedFactory
+from smbridge.transports.prelogon import HANDSHAKE, LOGON, UPGRADE, Deadline
+from smbridge.transports.resumption import TicketTLSFactory
 from smbridge.tunnel.route import (
     ALIAS_MAP_PARAMETER,
     AliasMap,
@@ -51,6 +61,7 @@ from smbridge.tunnel.route import (
     decode,
     parse_alias_map,
 )
+from smbridge.tunnel.slim import drop_handshake, options_as_class
 from smbridge.tunnel.uris import ServerNames
 from smbridge.tunnel.wsframes import take_binary_frames
 
@@ -183,6 +194,7 @@ class WebSocketConnection(ClientConnection):
                 self.ws._fail_connection(self._close_code, "bad frame")
 
 
+@implementer(IHandshakeListener)
 class TunnelProtocol(WebSocketServerProtocol):
     # Autobahn's own ``log`` (txaio, debug off) is left alone: replacing it with a
     # twisted Logger would emit its per-message debug events.
@@ -190,12 +202,29 @@ class TunnelProtocol(WebSocketServerProtocol):
     factory: TunnelFactory
     _drop_call: Any = None  # the bounded wait for an orderly close (class defaults: memory)
     _lost = False
+    _deadline: Deadline | None = None  # before logon (transports/prelogon.py)
 
     def __init__(self) -> None:
         super().__init__()
         self.route: Route | None = None
         self.conn: WebSocketConnection | None = None
         self._remote = ""
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        transport = self.transport
+        if transport is not None:
+            stage = HANDSHAKE if self.factory.scheme == "wss" else UPGRADE
+            self._deadline = self.factory.app.deadline(
+                transport.abortConnection,  # type: ignore[attr-defined]
+                stage,
+                str(self.peer),
+            )
+
+    def handshakeCompleted(self) -> None:
+        """TLS is up (wss, IHandshakeListener): the upgrade's time starts now."""
+        if self._deadline is not None:
+            self._deadline.enter(UPGRADE)
 
     def processHandshake(self) -> None:
         data: bytes = self.data
@@ -225,9 +254,15 @@ class TunnelProtocol(WebSocketServerProtocol):
 
     def onOpen(self) -> None:
         assert self.route is not None
+        drop_handshake(self)  # the request and response are not needed any more (slim.py)
         conn = WebSocketConnection(self.factory.app, self.factory.scheme, self)
         conn.open(self.route, self._remote)
         self.conn = conn
+        deadline, limits = self._deadline, self.factory.app.prelogon
+        if deadline is not None and limits is not None:
+            conn.before_logon(deadline, limits)  # the connection holds it from now on
+            deadline.enter(LOGON)
+            self._deadline = None
         self.events.info(
             "Tunnel session from {remote} via {server} (base {base})",
             remote=self._remote,
@@ -338,6 +373,8 @@ class TunnelProtocol(WebSocketServerProtocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
+        if self._deadline is not None:
+            self._deadline.done()
         call, self._drop_call = self._drop_call, None
         if call is not None and call.active():
             call.cancel()
@@ -392,10 +429,11 @@ class TunnelFactory(WebSocketServerFactory):
         self.settings = settings
         max_message = app.max_frame + 4  # one whole frame of the largest size
         self.max_message = max_message
-        self.setProtocolOptions(  # type: ignore[no-untyped-call]
+        self.setProtocolOptions(
             autoPingInterval=settings.ping_interval,
             autoPingTimeout=settings.ping_timeout if settings.ping_interval else 0,
-            openHandshakeTimeout=settings.open_timeout,
+            # The bridge's own upgrade deadline replaces Autobahn's timer when it is on.
+            openHandshakeTimeout=0 if app.prelogon is not None else settings.open_timeout,
             closeHandshakeTimeout=settings.close_timeout,
             maxFramePayloadSize=max_message,
             maxMessagePayloadSize=max_message,
@@ -403,6 +441,12 @@ class TunnelFactory(WebSocketServerFactory):
             failByDrop=False,
         )
         self.noisy = False
+
+    def setProtocolOptions(self, *args: Any, **options: Any) -> None:
+        """Autobahn's; then ``protocol`` holds the options, so that each connection does not
+        copy them (slim.py). Connections made later see the change, as with Autobahn's."""
+        super().setProtocolOptions(*args, **options)  # type: ignore[no-untyped-call]
+        self.protocol = options_as_class(TunnelProtocol, self)
 
     def decide(self, target: str, headers: Mapping[str, str]) -> Route | Refusal:
         return decode(
@@ -434,8 +478,10 @@ class TunnelService(MultiService):
         self._wss_endpoint = wss  # built at start: it reads the certificate
         self.ws: ListenerService | None = None
         self.wss: ListenerService | None = None
-        # The connection guard the TLS listener has too (set by the bridge; None: none).
+        # The connection guard the TLS listener has too (set by the bridge; None: none),
+        # and the descriptor reserve (likewise).
         self.guard: ConnectionGuard | None = None
+        self.reserve: DescriptorReserve | None = None
         self.factories: dict[str, TunnelFactory] = {}
         self.has_nvx: bool = bool(autobahn_ws.HAS_NVX)
         self.uses_nvx: bool = bool(autobahn_ws.USES_NVX)
@@ -447,8 +493,10 @@ class TunnelService(MultiService):
         return factory
 
     def _guarded(self, factory: Any) -> Any:
-        """``factory`` behind the connection guard (refused before any TLS or HTTP work)."""
-        return factory if self.guard is None else GuardedFactory(factory, self.guard)
+        """``factory`` behind the guard and the reserve (refused before any TLS or HTTP work)."""
+        if self.guard is None and self.reserve is None:
+            return factory
+        return GuardedFactory(factory, self.guard, self.reserve)
 
     def startService(self) -> None:
         self._log_nvx()
@@ -458,7 +506,7 @@ class TunnelService(MultiService):
             self.ws.setServiceParent(self)  # type: ignore[no-untyped-call]
         if self._wss_endpoint is not None:
             endpoint, options = self._wss_endpoint()
-            tls = self._guarded(TLSMemoryBIOFactory(options, False, self.factory("wss")))
+            tls = self._guarded(TicketTLSFactory(options, self.factory("wss")))  # resumption
             self.wss = ListenerService("wss-listener", endpoint, tls, False)
             self.wss.setServiceParent(self)  # type: ignore[no-untyped-call]
         super().startService()  # type: ignore[no-untyped-call]

@@ -19,6 +19,13 @@ link is down is ``last_error`` (``/api/status``'s ``lastError``), in the words o
 :func:`~smbridge.upstream.reasons.describe`; it is logged at warning level with
 the event key ``upstream.link.failed`` once per change of reason (per address),
 not once per retry, and ``upstream.link.recovered`` says when the link is back.
+
+A frozen Notifier is noticed (upstream/deadlines.py): a request unanswered for
+``request_timeout`` seconds fails with ``upstream-unavailable``; an up link that
+has heard nothing for ``dead_after`` seconds while requests were out is dropped
+like a lost one (``lastError`` says why) and the next attempt goes to the next
+address; a new link whose Register (TLS handshake included) is not answered
+within ``request_timeout`` is aborted and the next address tried.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from smbridge.codec.frames import dump_json
 from smbridge.errors import ProtocolError, UpstreamUnavailable
 from smbridge.session.session import Session
 from smbridge.transports.batch import WriteBatcher
+from smbridge.upstream import reasons
 from smbridge.upstream.addresses import NotifierEndpoints
 from smbridge.upstream.backoff import LinkBackoff
 from smbridge.upstream.link import DeferredPending, RelayPending, UpstreamLink, UpstreamLinkFactory
@@ -74,6 +82,12 @@ _ALLOWED: dict[LinkState, set[LinkState]] = {
 }
 
 SwitchoverListener = Callable[[str, Any], None]  # (phase, cic)
+STOP_GRACE = 1.0  # seconds the link may take to close at shutdown before it is aborted
+
+
+def _abort(link: UpstreamLink) -> None:
+    if link.connected:
+        link.transport.abortConnection()  # type: ignore[union-attr]
 
 
 class UpstreamConnector(Service):
@@ -87,9 +101,16 @@ class UpstreamConnector(Service):
         batcher: WriteBatcher,
         server: str,
         max_frame: int,
+        *,
+        request_timeout: float | None = None,
+        dead_after: float | None = None,
     ) -> None:
-        """``max_frame`` caps frames from the Notifier (``--link-max-frame``)."""
+        """``max_frame`` caps frames from the Notifier (``--link-max-frame``);
+        ``request_timeout`` (``--upstream-timeout``) and ``dead_after``
+        (``--link-dead-after``) are seconds, None: wait for ever."""
         self.clock = clock
+        self.request_timeout = request_timeout
+        self.dead_after = dead_after
         self.registration = registration
         # Called with the Register payload just before it is sent (the service fills in
         # the ports it actually bound, which port 0 does not say).
@@ -97,6 +118,7 @@ class UpstreamConnector(Service):
         self.server = server  # what we dial, for logs
         self.state = LinkState.DISCONNECTED
         self.link: UpstreamLink | None = None
+        self._current: UpstreamLink | None = None  # the connected link, registered or not
         self.registered: dict[str, Any] = {}  # the Notifier's Register answer
         self.last_error: str | None = None  # why the link last dropped, until it is up again
         self.notification: Callable[[Frame], None] = lambda frame: None
@@ -129,8 +151,20 @@ class UpstreamConnector(Service):
         self._client.startService()
 
     def stopService(self) -> defer.Deferred[None]:
+        """Close the link; one that is not closed within ``STOP_GRACE`` seconds is aborted
+        (a frozen Notifier does not delay the bridge's shutdown)."""
         super().stopService()  # type: ignore[no-untyped-call]
         d: defer.Deferred[None] = self._client.stopService()
+        link = self._current
+        if link is not None and link.connected and not d.called:
+            late = self.clock.callLater(STOP_GRACE, _abort, link)
+
+            def done(result: object) -> object:
+                if late.active():
+                    late.cancel()
+                return result
+
+            d.addBoth(done)
         return d
 
     def _retry_delay(self, attempt: int) -> float:
@@ -185,6 +219,11 @@ class UpstreamConnector(Service):
                     "Switchover listener failed", event="upstream.listener.failed", phase=phase
                 )
 
+    @property
+    def dialled(self) -> str:
+        """The address of the current (or last) attempt."""
+        return self._dialled
+
     def _dialling(self) -> str:
         current = getattr(self.endpoint, "current", None)
         return current if isinstance(current, str) else self.server
@@ -223,6 +262,7 @@ class UpstreamConnector(Service):
 
     # --- link callbacks -------------------------------------------------------------
     def link_made(self, link: UpstreamLink) -> None:
+        self._current = link
         self._move(LinkState.REGISTERING)
         if self.before_register is not None:
             self.before_register(self.registration)
@@ -270,7 +310,12 @@ class UpstreamConnector(Service):
     def _refused(self, link: UpstreamLink, failure: Failure) -> None:
         error = failure.value
         if isinstance(error, UpstreamUnavailable):
-            return  # the link dropped before the answer: link_lost says why
+            if link.connected:  # no answer in time (a frozen Notifier): give up on this link
+                link.close_reason = reasons.register_unanswered(
+                    self._dialled, self.request_timeout or 0.0
+                )
+                link.transport.abortConnection()  # type: ignore[union-attr]
+            return  # else the link dropped before the answer: link_lost says why
         self._refused_link = link
         extra = error.extra if isinstance(error, ProtocolError) else {}
         code = error.code if isinstance(error, ProtocolError) else "internal-error"
@@ -291,6 +336,8 @@ class UpstreamConnector(Service):
         was_up = self.link is link
         if was_up:
             self.link = None
+        if self._current is link:
+            self._current = None
         if link.close_reason is not None:
             why = link.close_reason
         elif reason is not None:
@@ -311,6 +358,8 @@ class UpstreamConnector(Service):
             if not was_up and isinstance(self.endpoint, NotifierEndpoints):
                 self.endpoint.advance(f"lost while registering: {why}")
         if was_up:
+            if link.dropped_silent and isinstance(self.endpoint, NotifierEndpoints):
+                self.endpoint.advance(f"silent: {why}")  # a frozen Notifier stays frozen a while
             self._switching = True
             self._move(LinkState.SWITCHING, reason=why)
             self._tell_switchover("started", self.registered.get("cic"))

@@ -3,6 +3,13 @@
 Payloads are not parsed here (``Decoder(parse=False)``): a forwarded request's
 answer is relayed to its client as bytes, and only the answers the bridge itself
 asked for are parsed, by their :class:`Pending`.
+
+Nothing waits on the Notifier for ever (upstream/deadlines.py): a request not
+answered within the connector's ``request_timeout`` fails with
+``upstream-unavailable`` (retryable) and its late answer is dropped; a link on
+which requests (the load meter's Pings at least) go unanswered and nothing at all
+is heard for ``dead_after`` seconds is aborted, with the reason in ``close_reason``
+(``lastError``). One timer per link serves both.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -18,6 +26,8 @@ from smbridge.codec import BadFrame, Decoder, Frame, Kind, encode_error, encode_
 from smbridge.codec.frames import DEFAULT_MAX_FRAME, dump_json
 from smbridge.errors import ProtocolError, UpstreamError, UpstreamUnavailable
 from smbridge.transports.batch import BatchedProtocol
+from smbridge.upstream import reasons
+from smbridge.upstream.deadlines import PendingTable, Silence
 
 if TYPE_CHECKING:
     from smbridge.session.session import Session
@@ -89,23 +99,41 @@ class UpstreamLink(BatchedProtocol):
         super().__init__(batcher)
         self.connector = connector
         self.decoder = Decoder(max_frame, parse=False)
-        self.pending: dict[int, Pending] = {}
+        self.pending: PendingTable[Pending] = PendingTable(connector.request_timeout)
+        self.silence = Silence(connector.dead_after)
+        self.clock = connector.clock
+        self._timer: IDelayedCall | None = None
+        self.late_answers = 0  # answers that came after their request had timed out
         self._next_id = 0
         self.close_reason: str | None = None  # why we dropped the link ourselves, if we did
+        self.dropped_silent = False  # dropped for silence (--link-dead-after)
 
     def connectionMade(self) -> None:
         self.connected = True
         self.connector.link_made(self)
 
     def dataReceived(self, data: bytes) -> None:
-        for event in self.decoder.feed(data):
+        events = self.decoder.feed(data)
+        try:
+            self._frames(events)
+        finally:
+            if data:
+                # Whatever comes in (a part of a frame too), the Notifier is alive: the
+                # wait restarts if requests are still out (a waiter that already timed
+                # out is not waited for again).
+                self.silence.heard(self.clock.seconds(), still_waiting=len(self.pending) > 0)
+
+    def _frames(self, events: list[Frame | BadFrame]) -> None:
+        for event in events:
             if type(event) is Frame:
                 if event.kind == Kind.NOTIFICATION:
                     self._notification(event)
                 else:
-                    pending = self.pending.pop(event.request_id, None)
+                    pending = self.pending.take(event.request_id)
                     if pending is not None:
                         pending.resolve(event)
+                    else:
+                        self.late_answers += 1  # timed out already: answered once, dropped
             else:
                 assert isinstance(event, BadFrame)
                 # The connector logs it (once per change of reason) and shows it in lastError.
@@ -124,8 +152,64 @@ class UpstreamLink(BatchedProtocol):
 
     def request(self, object_type: int, event_id: int, payload: bytes, pending: Pending) -> None:
         self._next_id = self._next_id % 0xFFFFFFFF + 1
-        self.pending[self._next_id] = pending
+        now = self.clock.seconds()
+        self.pending.add(self._next_id, pending, now)
+        self.silence.asked(now)
+        self._arm()
         self.send(encode_raw(Kind.REQUEST, object_type, event_id, self._next_id, payload))
+
+    # --- deadlines ------------------------------------------------------------------
+    def _next_check(self) -> float | None:
+        times = [
+            t for t in (self.pending.next_deadline(), self.silence.deadline()) if t is not None
+        ]
+        return min(times) if times else None
+
+    def _arm(self) -> None:
+        """Make sure the timer runs while something has a deadline (it may fire early)."""
+        if self._timer is not None or not self.connected:
+            return
+        at = self._next_check()
+        if at is not None:
+            self._timer = self.clock.callLater(max(0.0, at - self.clock.seconds()), self._check)
+
+    def _check(self) -> None:
+        self._timer = None
+        if not self.connected:
+            return
+        now = self.clock.seconds()
+        if self.silence.dead(now):
+            self._dead(now)
+            return
+        expired = self.pending.expire(now)
+        if expired:
+            timeout = self.pending.timeout or 0.0
+            error = UpstreamUnavailable(reasons.request_timed_out(timeout))
+            self.log.info(
+                "{count} request(s) to the Notifier timed out after {timeout} s",
+                count=len(expired),
+                timeout=timeout,
+                event="upstream.request.timeout",
+            )
+            for waiter in expired:
+                try:
+                    waiter.fail(error)
+                except Exception:
+                    self.log.failure("A timed-out waiter failed", event="upstream.request.failed")
+        self._arm()
+
+    def _dead(self, now: float) -> None:
+        """Nothing heard for dead_after seconds while waiting: drop the link (lastError says so)."""
+        # The configured time, not the measured one: the same cause keeps the same words,
+        # so the connector logs it once (upstream.link.failed), not once per drop.
+        self.close_reason = reasons.silent(self.connector.dialled, self.silence.dead_after or 0.0)
+        self.dropped_silent = True
+        self.log.info(
+            "Nothing heard from the Notifier for {silent:.1f} s with requests out: link dropped",
+            silent=self.silence.silent_for(now),
+            event="upstream.link.silent",
+        )
+        self.transport.abortConnection()  # type: ignore[union-attr]
 
     def notify(self, object_type: int, event_id: int, body: dict[str, Any]) -> None:
         self.send(encode_raw(Kind.NOTIFICATION, object_type, event_id, 0, dump_json(body)))
@@ -133,9 +217,11 @@ class UpstreamLink(BatchedProtocol):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.connected = False
         self._out = []
-        pending, self.pending = self.pending, {}
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
         error = UpstreamUnavailable("the Notifier link dropped while the request was in flight")
-        for waiter in pending.values():
+        for waiter in self.pending.drain():
             waiter.fail(error)
         self.connector.link_lost(self, reason)
 

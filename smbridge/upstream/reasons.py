@@ -86,3 +86,24 @@ def describe(exc: BaseException | None, address: str) -> str:
 def _plain(exc: BaseException) -> str:
     text = str(exc).strip().rstrip(".")
     return text or type(exc).__name__
+
+
+def silent(address: str, seconds: float) -> str:
+    """The link was up but the Notifier stopped answering (frozen, stalled or cut off)."""
+    return (
+        f"the Notifier at {address} stopped answering: nothing heard for {seconds:g} s "
+        "while pings were unanswered (frozen or overloaded? --link-dead-after)"
+    )
+
+
+def register_unanswered(address: str, seconds: float) -> str:
+    """A new link (TLS handshake and Register) got no answer in time."""
+    return (
+        f"the Notifier at {address} did not answer Register within {seconds:g} s "
+        "(frozen or overloaded? --upstream-timeout)"
+    )
+
+
+def request_timed_out(seconds: float) -> str:
+    """The message of the ``upstream-unavailable`` error a timed-out request gets."""
+    return f"the Notifier did not answer within {seconds:g} s (--upstream-timeout)"

@@ -1,0 +1,153 @@
+"""Autobahn's per-connection overhead, trimmed for thousands of idle tunnel sessions.
+
+Two costs of ``WebSocketServerProtocol`` that the tunnel does not need
+(docs/benchmarks.md, "Reconnects"):
+
+* On every connection Autobahn copies each of its ~30 protocol options from the factory
+  onto the instance, then pretty-prints the list for a debug line whether or not debug
+  is on (``pformat``: about a third of a millisecond of CPU per connection).
+  :func:`options_as_class` puts the factory's options on a protocol subclass instead:
+  an instance finds them on its class and copies nothing, and the list printed is
+  empty.
+* After the opening handshake the request and response (bytes, header dict, status
+  line, key) and the transport details (peer, TLS channel id) stay referenced by the
+  connection for its whole life; each connection also holds an empty send queue (a
+  ``deque``: 760 bytes) that only chopped or synchronous sends use, which the tunnel
+  never makes, and traffic counters nobody reads. :func:`drop_handshake` lets them go
+  once the connection is open: the queue becomes a placeholder that turns into a
+  real ``deque`` on its first ``append``, the counters a shared sink.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+# Attributes of WebSocketServerProtocol only read while the opening handshake runs.
+HANDSHAKE_ONLY = (
+    "http_request_data",
+    "http_response_data",
+    "http_headers",
+    "http_status_line",
+    "http_request_uri",
+    "http_request_path",
+    "http_request_params",
+    "http_request_host",
+    "_wskey",
+    "_transport_details",
+)
+
+
+# Attributes Autobahn sets on every connection that hold these values while it is open:
+# the protocol class holds them (options_as_class), so an open connection's own
+# __dict__ can go without them (half the entries, half the dict).
+DEFAULTS: dict[str, Any] = {
+    **dict.fromkeys(HANDSHAKE_ONLY, None),
+    **dict.fromkeys(
+        (
+            "wasNotCleanReason",
+            "remoteCloseCode",
+            "remoteCloseReason",
+            "localCloseCode",
+            "localCloseReason",
+            "trackedTimings",
+            "openHandshakeTimeoutCall",
+            "closeHandshakeTimeoutCall",
+            "serverConnectionDropTimeoutCall",
+            "autoPingTimeoutCall",
+            "autoPingPending",
+            "websocket_protocol_in_use",
+            "_perMessageCompress",
+            "current_frame",
+        ),
+        None,
+    ),
+    **dict.fromkeys(
+        (
+            "wasClean",
+            "wasServerConnectionDropTimeout",
+            "wasOpenHandshakeTimeout",
+            "wasCloseHandshakeTimeout",
+            "wasMaxFramePayloadSizeExceeded",
+            "wasMaxMessagePayloadSizeExceeded",
+            "wasServingFlashSocketPolicyFile",
+            "closedByMe",
+            "failedByMe",
+            "droppedByMe",
+            "inside_message",
+            "triggered",
+        ),
+        False,
+    ),
+}
+_MISSING = object()
+
+
+def options_as_class(protocol: type[Any], factory: Any) -> type[Any]:
+    """A subclass of ``protocol`` holding ``factory``'s current options as class attributes,
+    and the :data:`DEFAULTS` that the class does not define already.
+
+    Build it again whenever the factory's options change (``setProtocolOptions``).
+    """
+    names = protocol.CONFIG_ATTRS
+    attrs: dict[str, Any] = {n: v for n, v in DEFAULTS.items() if not hasattr(protocol, n)}
+    for name in names:  # a function option (perMessageCompressionAccept) must not bind
+        value = getattr(factory, name)
+        attrs[name] = staticmethod(value) if callable(value) else value
+    attrs["CONFIG_ATTRS"] = ()
+    attrs["__module__"] = protocol.__module__
+    attrs["__doc__"] = protocol.__doc__
+    return type(protocol.__name__, (protocol,), attrs)
+
+
+def drop_handshake(protocol: Any) -> None:
+    """Release what only the opening handshake needed (call from ``onOpen``), and rebuild
+    the connection's ``__dict__`` without the entries its class holds the same value for.
+    """
+    if not protocol.send_queue:
+        protocol.send_queue = LazyQueue(protocol)
+    protocol.trafficStats = NO_TRAFFIC_STATS
+    held = type(protocol).__dict__
+    kept = {}
+    for name, value in protocol.__dict__.items():
+        default = held.get(name, _MISSING) if name in DEFAULTS else _MISSING
+        if default is _MISSING or (value is not default and name not in HANDSHAKE_ONLY):
+            kept[name] = value
+    protocol.__dict__ = kept  # a new dict, sized for what is left
+
+
+class LazyQueue:
+    """An empty send queue standing in for Autobahn's ``deque`` until something is queued."""
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner: Any) -> None:
+        self._owner = owner
+
+    def __len__(self) -> int:
+        return 0
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+    def append(self, item: Any) -> None:
+        self._owner.send_queue = deque([item])
+
+    def popleft(self) -> Any:
+        raise IndexError("pop from an empty deque")
+
+
+class _NoTrafficStats:
+    """Autobahn's traffic counters, not kept: every counter reads 0, writes are dropped."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> int:
+        return 0
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        pass
+
+
+NO_TRAFFIC_STATS = _NoTrafficStats()
