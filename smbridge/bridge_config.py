@@ -4,9 +4,9 @@ A file is a mapping whose keys are the long command-line options of ``twistd
 smbridge`` without the dashes (``port: 3952``, ``accept: maintenance``,
 ``allow-cleartext: true``, ``notifier: [nm1:5597, nm2:5597]``). It is checked here
 (known keys, value types) and turned into command-line arguments placed *before*
-the real ones, so ``tap.Options`` validates both the same way and a flag given on
-the command line overrides the file. A repeatable option (``notifier``,
-``resource-port``) given on the command line replaces the file's list.
+the real ones, so ``smbridge.options.Options`` validates both the same way and a
+flag given on the command line overrides the file. A repeatable option
+(``notifier``, ``resource-port``) given on the command line replaces the file's list.
 
 Pure: no Twisted, no I/O beyond reading the file.
 """
@@ -35,7 +35,7 @@ class BridgeConfigError(ValueError):
 
 @dataclass(frozen=True)
 class OptionNames:
-    """The options a file may set, as ``tap.Options`` declares them."""
+    """The options a file may set, as ``smbridge.options.Options`` declares them."""
 
     parameters: frozenset[str]
     flags: frozenset[str]

@@ -19,8 +19,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from smbridge import pki
-from smbridge.config import BridgeConfig, NotifierAddress, TLSFiles
+from smbridge.config import BridgeConfig, NotifierAddress
+from smbridge.options import demo_tls
 from smbridge.service import BridgeService
+
+__all__ = ["DemoConfig", "DemoService", "demo_tls"]
 
 
 @dataclass(frozen=True)
@@ -31,11 +34,6 @@ class DemoConfig:
     control_port: int = 8090
     http_port: int | None = 8018  # the Notifier's resource host (Table 8's http); None: off
     https_port: int | None = 8019  # and its HTTPS side (httpsecure, reporting)
-
-
-def demo_tls(work_path: Path) -> TLSFiles:
-    files = pki.SitePKI.in_dir(work_path / "pki")
-    return TLSFiles(cert=files.bridge, client_cert=files.bridge_client, ca=files.ca)
 
 
 class DemoService(MultiService):

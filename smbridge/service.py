@@ -35,10 +35,12 @@ from zope.interface import implementer
 from smbridge import pki
 from smbridge.admin.api import admin_site
 from smbridge.admin.reload import SighupReloader
+from smbridge.admin.view import Parse
 from smbridge.codec.catalog import LINK_PING
 from smbridge.config import BridgeConfig, NotifierAddress
 from smbridge.listening import ListenerService, ListenFailed
 from smbridge.memory import MemoryTrimmer
+from smbridge.options import parse as parse_options
 from smbridge.roster.drain import Drainer
 from smbridge.router.router import Router
 from smbridge.session.hook import HookRunner, load_hook
@@ -72,14 +74,20 @@ def server_endpoint(reactor: Any, port: int, interface: str) -> IStreamServerEnd
 
 
 class BridgeService(MultiService):
-    """The bridge: sessions, router, upstream link and client listener."""
+    """The bridge: sessions, router, upstream link and client listener.
+
+    It satisfies :class:`smbridge.admin.view.BridgeView` and builds the admin site with
+    itself passed in; ``parse`` is the option parser a reload re-runs (the admin layer
+    gets it injected and imports neither this module nor the options).
+    """
 
     log = Logger()
 
-    def __init__(self, config: BridgeConfig, reactor: Any) -> None:
+    def __init__(self, config: BridgeConfig, reactor: Any, parse: Parse = parse_options) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.config = config
         self.reactor = reactor
+        self.parse = parse
         self.batcher = WriteBatcher(reactor)
         self.registry = SessionRegistry(
             reactor, config.identity.name, config.policy, config.linger, config.replay_bytes
@@ -220,12 +228,12 @@ class BridgeService(MultiService):
             endpoint = server_endpoint(
                 self.reactor, self.config.admin_port, self.config.admin_interface
             )
-            site = admin_site(self, self.config.admin_token)
+            site = admin_site(self, self.config.admin_token, self.parse)
             self.admin = ListenerService("admin-api", endpoint, site)
             self.admin.setServiceParent(self)  # type: ignore[no-untyped-call]
         self._start_listening_first()
         if self.config.config_file is not None:  # SIGHUP re-reads it (docs/operations.md)
-            self.sighup = SighupReloader(self, self.reactor)
+            self.sighup = SighupReloader(self, self.reactor, self.parse)
             self.sighup.install()
         self.load.start()
 

@@ -29,7 +29,7 @@ from smbridge.admin.status import healthy, status
 from smbridge.errors import ProtocolError
 
 if TYPE_CHECKING:
-    from smbridge.service import BridgeService
+    from smbridge.admin.view import BridgeView, Parse
 
 log = Logger(namespace="smbridge.admin")
 
@@ -76,9 +76,12 @@ def _body(request: Request) -> dict[str, Any]:
 class AdminRoot(Resource):
     isLeaf = True
 
-    def __init__(self, bridge: BridgeService, token: str | None = None) -> None:
+    def __init__(
+        self, bridge: BridgeView, token: str | None = None, parse: Parse | None = None
+    ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.bridge = bridge
+        self.parse = parse  # re-reads the configuration file (POST /api/reload)
         self.bandwidth = BandwidthHistory(
             bridge.reactor, lambda: bridge.connections.sender.status().get("byPriority", {})
         )
@@ -254,7 +257,7 @@ class AdminRoot(Resource):
         if body:
             raise BadInput(400, "reload takes no fields: it re-reads the configuration file")
         try:
-            result = reload(self.bridge, how="api")
+            result = reload(self.bridge, self.parse, how="api")
         except ReloadRefused as e:
             code = 409 if self.bridge.config.config_file is None else 400
             raise BadInput(code, e.message, key=e.key) from None
@@ -301,6 +304,11 @@ class AdminSite(Site):
         super().stopFactory()
 
 
-def admin_site(bridge: BridgeService, token: str | None = None) -> AdminSite:
-    """The admin site for ``bridge`` (the token is read from ``bridge.config`` per request)."""
-    return AdminSite(AdminRoot(bridge, token))
+def admin_site(
+    bridge: BridgeView, token: str | None = None, parse: Parse | None = None
+) -> AdminSite:
+    """The admin site for ``bridge`` (the token is read from ``bridge.config`` per request).
+
+    ``parse`` is the option parser a reload re-runs (the service passes its own).
+    """
+    return AdminSite(AdminRoot(bridge, token, parse))

@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 import smbridge
 
 if TYPE_CHECKING:
-    from smbridge.service import BridgeService
+    from smbridge.admin.view import BridgeView
 
 PREFIX = "smbridge_"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -52,7 +52,7 @@ def _name(count: str) -> str:
 class BridgeCollector(Collector):
     """Reads one bridge at every scrape."""
 
-    def __init__(self, bridge: BridgeService) -> None:
+    def __init__(self, bridge: BridgeView) -> None:
         self.bridge = bridge
 
     def collect(self) -> Iterator[Metric]:
@@ -214,7 +214,7 @@ class BridgeCollector(Collector):
         )
 
 
-def bridge_registry(bridge: BridgeService) -> CollectorRegistry:
+def bridge_registry(bridge: BridgeView) -> CollectorRegistry:
     """A registry of its own with the bridge's collector (no process or GC collectors)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(BridgeCollector(bridge))

@@ -1,7 +1,8 @@
 """Re-reading the bridge configuration file: ``POST /api/reload`` and SIGHUP.
 
-The file and the command line are parsed again exactly as at start (``tap.Options``);
-an invalid file is refused whole and nothing changes. Otherwise every option that
+The file and the command line are parsed again exactly as at start, by the option
+parser the service injects (``parse``: ``smbridge.options.parse``, which ``tap``
+runs too); an invalid file is refused whole and nothing changes. Otherwise every option that
 can change at run time is applied to the running parts, and options that only take
 effect on a restart are reported (``needsRestart``) and left as they run now, so
 ``bridge.config`` always describes the running bridge. No session is touched.
@@ -19,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 from twisted.logger import Logger
 from twisted.python import usage
 
-from smbridge.bridge_config import BridgeConfigError, OptionNames, load, with_config
+from smbridge.bridge_config import BridgeConfigError, with_config
 from smbridge.config import BridgeConfig
 
 if TYPE_CHECKING:
-    from smbridge.service import BridgeService
+    from smbridge.admin.view import BridgeView, Parse
 
 log = Logger(namespace="smbridge.admin.reload")
 
@@ -77,24 +78,19 @@ def option_name(field: str) -> str:
     return _OPTION_OF.get(field, field.replace("_", "-"))
 
 
-def read_config(current: BridgeConfig) -> BridgeConfig:
+def read_config(current: BridgeConfig, parse: Parse | None = None) -> BridgeConfig:
     """Parse the command line and its file again; ReloadRefused names the key if it can."""
-    from smbridge.tap import Options
-
     if current.config_file is None:
         raise ReloadRefused("the bridge was started without --config: there is nothing to re-read")
-    try:  # the file on its own first: its errors name the key exactly
-        load(current.config_file, OptionNames.of(Options()))
-    except BridgeConfigError as e:
-        raise ReloadRefused(e.message, e.key) from None
-    options = Options()
+    if parse is None:
+        raise ReloadRefused("this bridge was built without an option parser to re-read its file")
     try:
-        options.parseOptions(with_config(current.argv, current.config_file))
-    except usage.UsageError as e:  # a value tap.Options refuses names its --option
+        return parse(with_config(current.argv, current.config_file))
+    except BridgeConfigError as e:  # the file's own errors name the key exactly
+        raise ReloadRefused(e.message, e.key) from None
+    except usage.UsageError as e:  # a value the options refuse names its --option
         flag = _FLAG.search(str(e))
         raise ReloadRefused(str(e), flag.group(1) if flag else None) from None
-    assert options.config is not None
-    return options.config
 
 
 def _flatten(config: BridgeConfig) -> dict[str, Any]:
@@ -115,7 +111,7 @@ def differences(old: BridgeConfig, new: BridgeConfig) -> tuple[list[str], list[s
     return [k for k in changed if k in RUNTIME_KEYS], [k for k in changed if k not in RUNTIME_KEYS]
 
 
-def _apply(bridge: BridgeService, field: str, new: BridgeConfig) -> None:
+def _apply(bridge: BridgeView, field: str, new: BridgeConfig) -> None:
     appliers: dict[str, Callable[[], None]] = {
         "accept": lambda: bridge.router.set_accept_mode(new.identity.accept),
         "admin_token": lambda: None,  # the admin API reads bridge.config on every request
@@ -146,14 +142,14 @@ def _set(target: object, name: str, config: BridgeConfig, field: str) -> None:
     setattr(target, name, getattr(config, field))
 
 
-def _prelogon(bridge: BridgeService, name: str, value: Any) -> None:
+def _prelogon(bridge: BridgeView, name: str, value: Any) -> None:
     """Deadlines and the frame bound before logon: for the connections' next stage."""
     limits = bridge.connections.prelogon
     if limits is not None:
         setattr(limits, name, value)
 
 
-def _guard(bridge: BridgeService, name: str, value: Any) -> None:
+def _guard(bridge: BridgeView, name: str, value: Any) -> None:
     guard = getattr(bridge, "guard", None)
     if guard is not None and hasattr(guard, name):
         setattr(guard, name, value)
@@ -171,15 +167,15 @@ def _shown(field: str, config: BridgeConfig) -> Any:
     return value
 
 
-def reload(bridge: BridgeService, how: str = "api") -> dict[str, Any]:
-    """Re-read and apply; the answer lists what changed and what needs a restart.
+def reload(bridge: BridgeView, parse: Parse | None, how: str = "api") -> dict[str, Any]:
+    """Re-read with ``parse`` and apply; the answer lists what changed and what needs a restart.
 
     Raises ReloadRefused (nothing changed) for an invalid file.
     """
     old = bridge.config
     counters = bridge.router.counters
     try:
-        new = read_config(old)
+        new = read_config(old, parse)
     except ReloadRefused as e:
         counters.inc("reloads", outcome="refused")
         log.warn(
@@ -218,9 +214,10 @@ def reload(bridge: BridgeService, how: str = "api") -> dict[str, Any]:
 class SighupReloader:
     """SIGHUP re-reads the file (from the reactor thread); the old handler is restored."""
 
-    def __init__(self, bridge: BridgeService, reactor: Any) -> None:
+    def __init__(self, bridge: BridgeView, reactor: Any, parse: Parse) -> None:
         self.bridge = bridge
         self.reactor = reactor
+        self.parse = parse
         self._previous: Any = None
         self.installed = False
 
@@ -241,6 +238,6 @@ class SighupReloader:
 
     def reload(self) -> None:
         try:
-            reload(self.bridge, how="SIGHUP")
+            reload(self.bridge, self.parse, how="SIGHUP")
         except ReloadRefused:
             pass  # logged (reload.refused); the bridge runs on as it was

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from smbridge.session.session import EndReason, Session
 
 if TYPE_CHECKING:
-    from smbridge.service import BridgeService
+    from smbridge.admin.view import BridgeView
 
 
 def iso_utc(seconds: float) -> str:
@@ -22,7 +22,7 @@ def iso_utc(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def session_row(bridge: BridgeService, session: Session) -> dict[str, Any]:
+def session_row(bridge: BridgeView, session: Session) -> dict[str, Any]:
     info = session.info
     peer = session.peer
     sender = bridge.connections.sender
@@ -57,13 +57,13 @@ def session_row(bridge: BridgeService, session: Session) -> dict[str, Any]:
     }
 
 
-def session_rows(bridge: BridgeService) -> list[dict[str, Any]]:
+def session_rows(bridge: BridgeView) -> list[dict[str, Any]]:
     """Every session of the bridge, oldest logon first."""
     sessions = sorted(bridge.registry, key=lambda s: (s.logon_time, s.id))
     return [session_row(bridge, s) for s in sessions]
 
 
-def terminate(bridge: BridgeService, session_id: str) -> dict[str, Any] | None:
+def terminate(bridge: BridgeView, session_id: str) -> dict[str, Any] | None:
     """End one session (SessionTerminated ``logout``) and close its connection.
 
     ``None`` when no session has that id.

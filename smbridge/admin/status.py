@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 import smbridge
 
 if TYPE_CHECKING:
-    from smbridge.service import BridgeService
+    from smbridge.admin.view import BridgeView
 
 
-def status(bridge: BridgeService) -> dict[str, Any]:
+def status(bridge: BridgeView) -> dict[str, Any]:
     identity = bridge.config.identity
     upstream = bridge.upstream
     registered = upstream.registered
@@ -56,7 +56,7 @@ def status(bridge: BridgeService) -> dict[str, Any]:
     }
 
 
-def healthy(bridge: BridgeService) -> tuple[bool, str]:
+def healthy(bridge: BridgeView) -> tuple[bool, str]:
     """Healthy while the Notifier link is up: a bridge without it can serve no logon.
 
     A link whose Notifier stopped answering (``--link-dead-after``) is dropped, so it

@@ -11,7 +11,9 @@ session: SessionClosed returns them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
+
+from twisted.logger import Logger
 
 from smbridge.codec.catalog import (
     ACQUIRE_LICENSE,
@@ -29,9 +31,24 @@ from smbridge.codec.catalog import (
     name_of,
 )
 from smbridge.errors import BadRequest, NotFound, ProtocolError
+from smbridge.notifier.interactions import Interactions
+from smbridge.notifier.site import Site
 
-if TYPE_CHECKING:
-    from smbridge.notifier.model import Notifier
+
+class ActionsModel(Protocol):
+    """What forwarded requests need of the Notifier's model (the ``Notifier``)."""
+
+    @property
+    def site(self) -> Site: ...
+
+    @property
+    def log(self) -> Logger: ...
+
+    @property
+    def interactions(self) -> Interactions: ...
+
+    def session_station(self, session_id: str, station: str) -> None: ...
+
 
 Handler = Callable[[str, str, dict[str, Any]], dict[str, Any]]
 MAX_TEXT = 10_000
@@ -93,7 +110,7 @@ class Licenses:
 class Actions:
     """Dispatch of forwarded requests by (objectType, eventId)."""
 
-    def __init__(self, notifier: Notifier) -> None:
+    def __init__(self, notifier: ActionsModel) -> None:
         self.notifier = notifier
         self.licenses = Licenses(dict(notifier.site.licenses))
         self.handlers: dict[MessageType, Handler] = {

@@ -24,8 +24,8 @@ from smbridge.errors import BadRequest, NotFound
 from smbridge.notifier.model import Notifier
 from smbridge.notifier.pair import ROLES
 from smbridge.notifier.replace import replace_site
+from smbridge.notifier.site import Site as SiteModel
 from smbridge.notifier.site import SiteError
-from smbridge.notifier.site_parse import parse_site
 from smbridge.notifier.store import StoreError
 from smbridge.notifier.traffic import Traffic, checked_settings
 from smbridge.notifier.trust import CertificateTrust, TrustStoreError
@@ -193,7 +193,7 @@ class ControlResource(Resource):
     def put_site(self, body: dict[str, Any]) -> dict[str, Any]:
         """Replace the running site (docs/site-file.md): checked whole, else nothing changes."""
         try:
-            site = parse_site(body)
+            site = SiteModel.from_dict(body)
         except SiteError as e:
             raise HTTPError(400, str(e)) from e
         return replace_site(self.notifier, site)

@@ -23,15 +23,58 @@ came from a workgroup queue, else back to Available.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
-from smbridge.codec.catalog import INTERACTION_CHANGED, MY_INTERACTIONS_CHANGED, STATUS_CHANGED
+from twisted.internet.interfaces import IReactorTime
+
+from smbridge.codec.catalog import (
+    INTERACTION_CHANGED,
+    MY_INTERACTIONS_CHANGED,
+    STATUS_CHANGED,
+    MessageType,
+)
 from smbridge.errors import NotFound, ProtocolError
-from smbridge.notifier.site import AVAILABLE, FOLLOW_UP, ON_PHONE
-from smbridge.topics import Item, status_topic, user_topic
+from smbridge.notifier.site import AVAILABLE, FOLLOW_UP, ON_PHONE, Site
+from smbridge.notifier.statistics import Statistics
+from smbridge.topics import Item, ItemSetState, RecordState, status_topic, user_topic
 
-if TYPE_CHECKING:
-    from smbridge.notifier.model import Notifier
+
+class InteractionsModel(Protocol):
+    """What interactions need of the Notifier's model (the ``Notifier``)."""
+
+    @property
+    def site(self) -> Site: ...
+
+    @property
+    def clock(self) -> IReactorTime: ...
+
+    @property
+    def statistics(self) -> Statistics: ...
+
+    @property
+    def queue_workgroups(self) -> Mapping[str, Sequence[str]]: ...
+
+    def queue_state(self, queue: str) -> ItemSetState: ...
+
+    def user_state(self, user: str) -> ItemSetState: ...
+
+    def status_state(self, user: str) -> RecordState: ...
+
+    def status_of(self, user: str) -> str: ...
+
+    def queue_of(self, interaction_id: Any) -> str | None: ...
+
+    def emit(self, topic: str, message: MessageType, payload: dict[str, Any]) -> int: ...
+
+    def change_queue(
+        self,
+        queue: str,
+        added: Sequence[Item] = (),
+        changed: Sequence[Item] = (),
+        removed: Sequence[Any] = (),
+    ) -> int: ...
+
 
 CONNECTED, ALERTING, OFFERING = "Connected", "Alerting", "Offering"
 
@@ -43,7 +86,7 @@ class Forbidden(ProtocolError):
 class Interactions:
     """The registry of live interactions and the operations that move them."""
 
-    def __init__(self, notifier: Notifier) -> None:
+    def __init__(self, notifier: InteractionsModel) -> None:
         self.notifier = notifier
         self.created = 0
         self.owners: dict[str, list[str]] = {}  # interaction id -> users holding it

@@ -20,107 +20,50 @@ from typing import Any
 
 import yaml
 
-COMPANY_DIRECTORY = "Company Directory"
-BRIDGE_KINDS = ("on-server", "off-server")
-CIC_ROLES = ("primary", "backup")
-DEFAULT_PORTS = {"tls": 3952, "ws": 8951, "wss": 8952}
-AVAILABLE, ON_PHONE, FOLLOW_UP = "Available", "On Phone", "Follow Up"
-DEFAULT_STATUSES = (
+from smbridge.notifier.site_parse import parse_site
+from smbridge.notifier.site_types import (
     AVAILABLE,
-    "Away",
-    "At Lunch",
-    "Do Not Disturb",
+    BRIDGE_KINDS,
+    CIC_ROLES,
+    COMPANY_DIRECTORY,
+    DEFAULT_PORTS,
+    DEFAULT_STATUSES,
     FOLLOW_UP,
     ON_PHONE,
-    "Gone Home",
+    REQUIRED_STATUSES,
+    ROLES,
+    Bridge,
+    Cic,
+    DirectoryEntry,
+    SiteError,
+    Station,
+    TrafficConfig,
+    User,
+    Workgroup,
 )
-REQUIRED_STATUSES = (AVAILABLE, FOLLOW_UP, ON_PHONE)  # the call model moves agents through them
-ROLES = ("agent", "supervisor", "business")
 
-
-class SiteError(ValueError):
-    """A site file or dict that is not a valid site; the message names the field."""
-
-
-@dataclass(frozen=True)
-class User:
-    id: str
-    display_name: str
-    extension: str
-    password_hash: str
-    location: str | None = None
-    workgroups: tuple[str, ...] = ()
-    rights: tuple[str, ...] = ()
-    status: str = AVAILABLE
-    role: str = ""  # agent | supervisor | business; the loader fills in the default
-
-
-@dataclass(frozen=True)
-class Station:
-    id: str
-    location: str | None = None
-    extension: str | None = None
-
-
-@dataclass(frozen=True)
-class Workgroup:
-    name: str
-    queue: str
-    members: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class DirectoryEntry:
-    id: str
-    display_name: str
-    extension: str
-    location: str | None = None
-    workgroups: tuple[str, ...] = ()
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "displayName": self.display_name,
-            "extension": self.extension,
-            "location": self.location,
-            "workgroups": list(self.workgroups),
-        }
-
-
-@dataclass(frozen=True)
-class Bridge:
-    name: str
-    fqdn: str
-    kind: str
-    location: str | None
-    ports: Mapping[str, int]
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "fqdn": self.fqdn,
-            "kind": self.kind,
-            "location": self.location,
-            "ports": dict(self.ports),
-        }
-
-
-@dataclass(frozen=True)
-class Cic:
-    name: str
-    role: str = "primary"
-
-
-@dataclass(frozen=True)
-class TrafficConfig:
-    """The call generator's settings (docs/site-file.md, traffic)."""
-
-    calls_per_second: float = 0.0
-    handle_seconds: float = 8.0
-    max_queue_length: int = 50
-    business_calls_per_second: float = 0.0
-    follow_up_seconds: float = 2.0
-    seed: int = 0
+__all__ = [
+    "AVAILABLE",
+    "FOLLOW_UP",
+    "ON_PHONE",
+    "BRIDGE_KINDS",
+    "Bridge",
+    "CIC_ROLES",
+    "COMPANY_DIRECTORY",
+    "Cic",
+    "DEFAULT_PORTS",
+    "DEFAULT_STATUSES",
+    "DirectoryEntry",
+    "REQUIRED_STATUSES",
+    "ROLES",
+    "Site",
+    "SiteError",
+    "Station",
+    "TrafficConfig",
+    "User",
+    "Workgroup",
+    "load_site",
+]
 
 
 @dataclass(frozen=True)
@@ -148,9 +91,7 @@ class Site:
     @classmethod
     def from_dict(cls, data: Any) -> Site:
         """Build and validate a site from plain data (the parsed YAML)."""
-        from smbridge.notifier.site_parse import parse_site
-
-        return parse_site(data)
+        return parse_site(data, cls)
 
 
 def load_site(path: str | Path) -> Site:

@@ -7,11 +7,11 @@ this module as the rules a site file must follow. Every problem raises
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from smbridge.notifier.passwords import is_password_hash
-from smbridge.notifier.site import (
+from smbridge.notifier.site_types import (
     AVAILABLE,
     BRIDGE_KINDS,
     CIC_ROLES,
@@ -23,7 +23,6 @@ from smbridge.notifier.site import (
     Bridge,
     Cic,
     DirectoryEntry,
-    Site,
     SiteError,
     Station,
     TrafficConfig,
@@ -33,6 +32,7 @@ from smbridge.notifier.site import (
 from smbridge.roster.selection import RuleError, parse_rules, unknown_locations
 
 _MISSING: Any = object()
+_S = TypeVar("_S")
 
 
 def _mapping(value: Any, where: str, required: set[str], optional: set[str]) -> dict[str, Any]:
@@ -131,7 +131,8 @@ _SITE_OPTIONAL = {
 }
 
 
-def parse_site(data: Any) -> Site:
+def parse_site(data: Any, make_site: Callable[..., _S]) -> _S:
+    """Validate site-file data and build the site with ``make_site`` (the ``Site`` class)."""
     data = _mapping(data, "site", _SITE_KEYS, _SITE_OPTIONAL)
     name = _str(data, "name", "site", default="site")
     c = _mapping(data["cic"], "cic", {"name"}, {"role"})
@@ -272,7 +273,7 @@ def parse_site(data: Any) -> Site:
         licenses[str(k)] = count
     _check_selection_rules(data.get("selectionRules"), locations)
 
-    return Site(
+    return make_site(
         name=name,
         cic=cic,
         locations=locations,

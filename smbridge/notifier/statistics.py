@@ -16,16 +16,32 @@ topic already holds are sent.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from smbridge.codec.catalog import STATISTICS_CHANGED
-from smbridge.notifier.site import AVAILABLE, FOLLOW_UP, ON_PHONE
-from smbridge.topics import RecordState, statistics_topic
+from smbridge.codec.catalog import STATISTICS_CHANGED, MessageType
+from smbridge.notifier.site import AVAILABLE, FOLLOW_UP, ON_PHONE, Site
+from smbridge.topics import ItemSetState, RecordState, TopicState, statistics_topic
 
-if TYPE_CHECKING:
-    from smbridge.notifier.model import Notifier
+
+class StatisticsModel(Protocol):
+    """What the statistics need of the Notifier's model (the ``Notifier``)."""
+
+    @property
+    def site(self) -> Site: ...
+
+    @property
+    def clock(self) -> IReactorTime: ...
+
+    @property
+    def topics(self) -> Mapping[str, TopicState]: ...
+
+    def queue_state(self, queue: str) -> ItemSetState: ...
+
+    def emit(self, topic: str, message: MessageType, payload: dict[str, Any]) -> int: ...
+
 
 SERVICE_LEVEL_SECONDS = 20.0  # a call answered within this long counts toward serviceLevel
 
@@ -68,7 +84,7 @@ def _category(status: str) -> str:
 class Statistics:
     """Counters behind every ``statistics:<workgroup>`` topic of one Notifier."""
 
-    def __init__(self, notifier: Notifier) -> None:
+    def __init__(self, notifier: StatisticsModel) -> None:
         self.notifier = notifier
         site = notifier.site
         self.agents: dict[str, dict[str, Any]] = {}

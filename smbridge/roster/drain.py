@@ -23,21 +23,57 @@ from __future__ import annotations
 
 import bisect
 import random
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from smbridge.codec import Kind, encode
 from smbridge.codec.catalog import MIGRATE
-from smbridge.roster.selection import order_roster
-from smbridge.session.session import State
-
-if TYPE_CHECKING:
-    from smbridge.router.router import Router
-    from smbridge.session.session import Session
+from smbridge.counters import Counters
+from smbridge.resources import Origin
+from smbridge.roster.selection import Resolved, order_roster
+from smbridge.session.registry import SessionRegistry
+from smbridge.session.session import Session, State
 
 DEFAULT_SPREAD = 30.0
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class _Registered(Protocol):
+    @property
+    def registered(self) -> dict[str, Any]: ...
+
+
+class DrainBridge(Protocol):
+    """What the drain needs of the bridge (the ``Router`` satisfies it; service.py wires it).
+
+    The roster sits below the router and never imports it.
+    """
+
+    @property
+    def registry(self) -> SessionRegistry: ...
+    @property
+    def counters(self) -> Counters: ...
+    @property
+    def rng(self) -> random.Random: ...
+    @property
+    def upstream(self) -> _Registered:
+        """The link: ``registered`` is what the Notifier answered (roster, rule)."""
+        ...
+
+    @property
+    def identity(self) -> _Named:
+        """This bridge (its ``name`` is left out of the roster)."""
+        ...
+
+    def set_accept_mode(self, mode: str) -> None: ...
+    def user_rule(self, location: str | None) -> Resolved: ...
+    def client_roster(self, roster: list[Any], origin: Origin) -> Any: ...
 
 
 def migrate_frame(roster: list[dict[str, Any]], reason: str) -> bytes:
@@ -45,7 +81,7 @@ def migrate_frame(roster: list[dict[str, Any]], reason: str) -> bytes:
     return encode(Kind.NOTIFICATION, *MIGRATE, 0, {"roster": roster, "reason": reason})
 
 
-def roster_for(router: Router, session: Session) -> list[dict[str, Any]]:
+def roster_for(router: DrainBridge, session: Session) -> list[dict[str, Any]]:
     """The roster for one session's Migrate: ordered for its user, only bridges to go to.
 
     This bridge and unavailable bridges are left out; the rest is ordered by the
@@ -70,7 +106,7 @@ class Drainer:
     log = Logger()
 
     def __init__(
-        self, clock: IReactorTime, router: Router, rng: random.Random | None = None
+        self, clock: IReactorTime, router: DrainBridge, rng: random.Random | None = None
     ) -> None:
         self.clock = clock
         self.router = router

@@ -193,6 +193,52 @@ def decode(
     return Route(base + encode_path(path.prefix), path.server, machine, alias, client_type, proxied)
 
 
+# What decode reads besides the target (lower-case names), for Decisions' key.
+DECISION_HEADERS = (CLIENT_TYPE_HEADER, "host", "x-forwarded-host", "x-forwarded-proto")
+
+
+class Decisions:
+    """:func:`decode` with its accepted answers kept: clients reconnect with identical
+    requests. An answer is reused for the same target, the same values of the headers
+    decode reads, the same ``require_client_type``, and the same ``known`` object (a
+    new one, after the names served change, starts afresh). Refusals are decoded each
+    time. At most ``limit`` answers are kept, for targets up to ``max_target`` long.
+    """
+
+    def __init__(self, limit: int = 256, max_target: int = 512) -> None:
+        self.limit = limit
+        self.max_target = max_target
+        self._kept: dict[tuple[str | bool | None, ...], Route] = {}
+        self._known: KnownServers | None = None
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def decide(
+        self,
+        target: str,
+        headers: Mapping[str, str],
+        listener_scheme: str,
+        known: KnownServers,
+        require_client_type: bool = True,
+    ) -> tuple[Route | Refusal, bool]:
+        """(the decision, whether it was decoded now rather than reused)."""
+        if known is not self._known:
+            self._kept.clear()
+            self._known = known
+        key: tuple[str | bool | None, ...] = (target, listener_scheme, require_client_type)
+        key += tuple(headers.get(h) for h in DECISION_HEADERS)
+        route = self._kept.get(key)
+        if route is not None:
+            return route, False
+        decision = decode(target, headers, listener_scheme, known, require_client_type)
+        if isinstance(decision, Route) and len(target) <= self.max_target:
+            if len(self._kept) >= self.limit:
+                self._kept.clear()
+            self._kept[key] = decision
+        return decision, True
+
+
 def split_session_path(raw_path: str) -> SessionPath | Refusal:
     """Split a raw (still percent-encoded) path into prefix, server and ``session``."""
     if not raw_path.startswith("/"):

@@ -16,6 +16,12 @@ Two costs of ``WebSocketServerProtocol`` that the tunnel does not need
   never makes, and traffic counters nobody reads. :func:`drop_handshake` lets them go
   once the connection is open: the queue becomes a placeholder that turns into a
   real ``deque`` on its first ``append``, the counters a shared sink.
+
+And per connection work a reconnect storm pays for (:class:`LeanServerProtocol`):
+Autobahn builds "transport details" for WAMP on accept and again on open (peer
+certificate, TLS channel id), and formats the arguments of its debug lines
+(colour-highlighted names and values) on accept, on the 101 response and on close,
+whether or not debug is on.
 """
 
 from __future__ import annotations
@@ -23,6 +29,12 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
+
+from autobahn.twisted.util import peer2str
+from autobahn.twisted.websocket import WebSocketServerProtocol
+from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
 
 # Attributes of WebSocketServerProtocol only read while the opening handshake runs.
 HANDSHAKE_ONLY = (
@@ -151,3 +163,53 @@ class _NoTrafficStats:
 
 
 NO_TRAFFIC_STATS = _NoTrafficStats()
+
+
+class LeanServerProtocol(WebSocketServerProtocol):
+    """Autobahn's server protocol without its transport details and eager debug lines.
+
+    Each override does what Autobahn's does, less building ``TransportDetails`` (unused
+    outside WAMP) and formatting arguments for debug lines nobody sees.
+    ``connectionLost`` calls ``_connectionLost`` directly: Autobahn's adds only debug
+    lines and an error line for TLS errors, which a subclass handles itself.
+    """
+
+    tcpNoDelay: bool  # Autobahn options (on the class: options_as_class)
+    logOctets: bool
+
+    def connectionMade(self) -> None:
+        transport: Any = self.transport
+        self.peer = peer2str(transport)
+        try:
+            transport.setTcpNoDelay(self.tcpNoDelay)
+        except (AttributeError, OSError):  # not a TCP socket, as in Autobahn
+            pass
+        self._connectionMade()
+
+    def _connectionMade(self) -> None:
+        WebSocketProtocol._connectionMade(self)
+        self.factory.countConnections += 1
+
+    def _connectionLost(self, reason: Any) -> None:
+        WebSocketProtocol._connectionLost(self, reason)
+        self.factory.countConnections -= 1
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._connectionLost(reason)
+
+    def _onOpen(self) -> None:
+        self.onOpen()
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        """Autobahn's, without formatting its debug line for each direct write (the 101)."""
+        transport = self.transport
+        if sync or chopsize or self.send_queue or transport is None:
+            super().sendData(data, sync, chopsize)
+            return
+        transport.write(data)
+        if self.state == self.STATE_OPEN:
+            self.trafficStats.outgoingOctetsWireLevel += len(data)
+        else:
+            self.trafficStats.preopenOutgoingOctetsWireLevel += len(data)
+        if self.logOctets:
+            self.logTxOctets(data, False)

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import autobahn.websocket as autobahn_ws
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.twisted.websocket import WebSocketServerFactory
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from OpenSSL import SSL
 from twisted.application.service import MultiService
@@ -55,13 +55,13 @@ from smbridge.transports.resumption import TicketTLSFactory
 from smbridge.tunnel.route import (
     ALIAS_MAP_PARAMETER,
     AliasMap,
+    Decisions,
     KnownServers,
     Refusal,
     Route,
-    decode,
     parse_alias_map,
 )
-from smbridge.tunnel.slim import drop_handshake, options_as_class
+from smbridge.tunnel.slim import LeanServerProtocol, drop_handshake, options_as_class
 from smbridge.tunnel.uris import ServerNames
 from smbridge.tunnel.wsframes import take_binary_frames
 
@@ -102,6 +102,8 @@ class BridgeNames:
         self._own = own
         self._map_text: str | None = None
         self._map = AliasMap()
+        self._known: KnownServers | None = None
+        self._known_key: tuple[str | None, AliasMap | None] = (None, None)
 
     def alias_map(self) -> AliasMap:
         text = ""
@@ -125,8 +127,13 @@ class BridgeNames:
         return ServerNames(self._cic(), self.alias_map())
 
     def known(self) -> KnownServers:
+        """The names served; the same object while the CIC name and the alias map stay."""
         names = self.server_names()
-        return KnownServers.of((*self._own, names.cic), names.aliases, names.cic is not None)
+        key = (names.cic, names.aliases)
+        if self._known is None or self._known_key[0] != key[0] or self._known_key[1] is not key[1]:
+            known = KnownServers.of((*self._own, names.cic), names.aliases, names.cic is not None)
+            self._known, self._known_key = known, key
+        return self._known
 
 
 def registered_cic(registered: Mapping[str, Any]) -> str | None:
@@ -195,7 +202,7 @@ class WebSocketConnection(ClientConnection):
 
 
 @implementer(IHandshakeListener)
-class TunnelProtocol(WebSocketServerProtocol):
+class TunnelProtocol(LeanServerProtocol):
     # Autobahn's own ``log`` (txaio, debug off) is left alone: replacing it with a
     # twisted Logger would emit its per-message debug events.
     events = Logger()
@@ -211,12 +218,12 @@ class TunnelProtocol(WebSocketServerProtocol):
         self._remote = ""
 
     def connectionMade(self) -> None:
-        super().connectionMade()
-        transport = self.transport
+        super().connectionMade()  # LeanServerProtocol's (slim.py)
+        transport: Any = self.transport
         if transport is not None:
             stage = HANDSHAKE if self.factory.scheme == "wss" else UPGRADE
             self._deadline = self.factory.app.deadline(
-                transport.abortConnection,  # type: ignore[attr-defined]
+                transport.abortConnection,
                 stage,
                 str(self.peer),
             )
@@ -239,7 +246,7 @@ class TunnelProtocol(WebSocketServerProtocol):
         transport = self.transport
         assert transport is not None
         self._remote = client_address(headers, transport.getPeer())
-        decision = factory.decide(self.http_request_uri, headers)
+        decision, fresh = factory.decide(self.http_request_uri, headers)
         if isinstance(decision, Refusal):
             self.events.info(
                 "Tunnel refused {remote}: {status} {reason}",
@@ -250,6 +257,16 @@ class TunnelProtocol(WebSocketServerProtocol):
             )
             raise ConnectionDeny(decision.status, decision.reason)
         self.route = decision
+        if fresh:  # once per route, not per connection: the logon logs each one
+            self.events.info(
+                "Tunnel route {server} (base {base}, client type {client_type}) "
+                "first requested from {remote}",
+                remote=self._remote,
+                server=decision.server,
+                base=decision.base_uri,
+                client_type=decision.client_type,
+                event="tunnel.route",
+            )
         return None
 
     def onOpen(self) -> None:
@@ -263,14 +280,6 @@ class TunnelProtocol(WebSocketServerProtocol):
             conn.before_logon(deadline, limits)  # the connection holds it from now on
             deadline.enter(LOGON)
             self._deadline = None
-        self.events.info(
-            "Tunnel session from {remote} via {server} (base {base})",
-            remote=self._remote,
-            server=self.route.server,
-            base=self.route.base_uri,
-            client_type=self.route.client_type,
-            event="tunnel.open",
-        )
 
     def dataReceived(self, data: bytes) -> None:
         self._dataReceived(data)  # Autobahn's, minus formatting a debug line per read
@@ -388,9 +397,7 @@ class TunnelProtocol(WebSocketServerProtocol):
                 error=reason.value,
                 event="tunnel.tls_failed",
             )
-            self._connectionLost(reason)  # type: ignore[arg-type]  # Autobahn says str
-            return
-        super().connectionLost(reason)
+        self._connectionLost(reason)  # LeanServerProtocol's (slim.py): handled here
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         conn, self.conn = self.conn, None
@@ -427,6 +434,7 @@ class TunnelFactory(WebSocketServerFactory):
         self.names = names
         self.scheme = scheme
         self.settings = settings
+        self.decisions = Decisions()  # route.decode's accepted answers, reused
         max_message = app.max_frame + 4  # one whole frame of the largest size
         self.max_message = max_message
         self.setProtocolOptions(
@@ -448,8 +456,8 @@ class TunnelFactory(WebSocketServerFactory):
         super().setProtocolOptions(*args, **options)  # type: ignore[no-untyped-call]
         self.protocol = options_as_class(TunnelProtocol, self)
 
-    def decide(self, target: str, headers: Mapping[str, str]) -> Route | Refusal:
-        return decode(
+    def decide(self, target: str, headers: Mapping[str, str]) -> tuple[Route | Refusal, bool]:
+        return self.decisions.decide(
             target, headers, self.scheme, self.names.known(), self.settings.require_client_type
         )
 

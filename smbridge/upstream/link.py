@@ -14,10 +14,11 @@ is heard for ``dead_after`` seconds is aborted, with the reason in ``close_reaso
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -32,7 +33,29 @@ from smbridge.upstream.deadlines import PendingTable, Silence
 if TYPE_CHECKING:
     from smbridge.session.session import Session
     from smbridge.transports.batch import WriteBatcher
-    from smbridge.upstream.connector import UpstreamConnector
+
+
+class LinkOwner(Protocol):
+    """What a link needs of the connector that dials it (:class:`UpstreamConnector`)."""
+
+    @property
+    def clock(self) -> IReactorTime: ...
+
+    @property
+    def request_timeout(self) -> float | None: ...
+
+    @property
+    def dead_after(self) -> float | None: ...
+
+    @property
+    def dialled(self) -> str: ...
+
+    @property
+    def notification(self) -> Callable[[Frame], None]: ...
+
+    def link_made(self, link: UpstreamLink) -> None: ...
+
+    def link_lost(self, link: UpstreamLink, reason: Failure | None) -> None: ...
 
 
 class Pending(Protocol):
@@ -95,7 +118,7 @@ class UpstreamLink(BatchedProtocol):
 
     log = Logger()
 
-    def __init__(self, connector: UpstreamConnector, batcher: WriteBatcher, max_frame: int):
+    def __init__(self, connector: LinkOwner, batcher: WriteBatcher, max_frame: int):
         super().__init__(batcher)
         self.connector = connector
         self.decoder = Decoder(max_frame, parse=False)
@@ -229,7 +252,7 @@ class UpstreamLink(BatchedProtocol):
 class UpstreamLinkFactory(Factory):
     def __init__(
         self,
-        connector: UpstreamConnector,
+        connector: LinkOwner,
         batcher: WriteBatcher,
         max_frame: int = DEFAULT_MAX_FRAME,
     ):
