@@ -15,7 +15,11 @@ Two costs of ``WebSocketServerProtocol`` that the tunnel does not need
   ``deque``: 760 bytes) that only chopped or synchronous sends use, which the tunnel
   never makes, and traffic counters nobody reads. :func:`drop_handshake` lets them go
   once the connection is open: the queue becomes a placeholder that turns into a
-  real ``deque`` on its first ``append``, the counters a shared sink.
+  real ``deque`` on its first ``append``, the counters a shared sink. Autobahn's event
+  tables (nothing listens to its ``message`` event) and its UTF-8 validator (only a
+  text message uses it, and one closes a tunnel connection) go too: the class makes
+  them again on first use (:class:`PerConnection`); the empty subprotocol and extension
+  lists fall back to the class's empty tuples. What is left fits the 464-byte dict.
 
 And per connection work a reconnect storm pays for (:class:`LeanServerProtocol`):
 Autobahn builds "transport details" for WAMP on accept and again on open (peer
@@ -33,6 +37,7 @@ from typing import Any
 from autobahn.twisted.util import peer2str
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
+from autobahn.websocket.utf8validator import Utf8Validator
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
@@ -48,7 +53,13 @@ HANDSHAKE_ONLY = (
     "http_request_host",
     "_wskey",
     "_transport_details",
+    "websocket_protocols",  # what the client offered: read when accepting it
+    "websocket_extensions",
 )
+
+# Attributes dropped from an open connection while they hold an empty list: the class
+# holds an empty tuple instead (the tunnel negotiates no extension).
+EMPTY_WHEN_OPEN = ("websocket_extensions_in_use",)
 
 
 # Attributes Autobahn sets on every connection that hold these values while it is open:
@@ -56,6 +67,10 @@ HANDSHAKE_ONLY = (
 # __dict__ can go without them (half the entries, half the dict).
 DEFAULTS: dict[str, Any] = {
     **dict.fromkeys(HANDSHAKE_ONLY, None),
+    "websocket_protocols": (),
+    "websocket_extensions": (),
+    **dict.fromkeys(EMPTY_WHEN_OPEN, ()),
+    "websocket_origin": "",  # none sent (browsers send one: then it stays the connection's)
     **dict.fromkeys(
         (
             "wasNotCleanReason",
@@ -94,6 +109,7 @@ DEFAULTS: dict[str, Any] = {
     ),
 }
 _MISSING = object()
+EVENTS = ("message",)  # Autobahn's valid events of a WebSocket protocol
 
 
 def options_as_class(protocol: type[Any], factory: Any) -> type[Any]:
@@ -120,13 +136,48 @@ def drop_handshake(protocol: Any) -> None:
     if not protocol.send_queue:
         protocol.send_queue = LazyQueue(protocol)
     protocol.trafficStats = NO_TRAFFIC_STATS
+    own = protocol.__dict__
     held = type(protocol).__dict__
+    # Autobahn's event tables (nothing listens; made again on first use: PerConnection)
+    # and its UTF-8 validator (no text message came yet; one closes the connection).
+    drop = {name for name in EMPTY_WHEN_OPEN if own.get(name) == []}
+    results = own.get("_results")
+    if (
+        protocol._listeners is None
+        and own.get("_valid_events") == list(EVENTS)
+        and isinstance(results, dict)
+        and not any(results.values())
+    ):
+        drop |= {"_valid_events", "_results"}
+    if not protocol.inside_message:
+        drop.add("utf8validator")
     kept = {}
-    for name, value in protocol.__dict__.items():
+    for name, value in own.items():
         default = held.get(name, _MISSING) if name in DEFAULTS else _MISSING
+        if name in drop:
+            continue
         if default is _MISSING or (value is not default and name not in HANDSHAKE_ONLY):
             kept[name] = value
     protocol.__dict__ = kept  # a new dict, sized for what is left
+
+
+class PerConnection:
+    """A class attribute that makes a connection its own value on first read (and keeps
+    it in the connection's ``__dict__``): for state most connections never use."""
+
+    def __init__(self, make: Any) -> None:
+        self._make = make
+        self._name = ""
+
+    def __set_name__(self, owner: type[Any], name: str) -> None:
+        self._name = name
+
+    def __get__(self, protocol: Any, owner: type[Any] | None = None) -> Any:
+        if protocol is None:
+            return self
+        value = self._make(protocol)
+        protocol.__dict__[self._name] = value
+        return value
 
 
 class LazyQueue:
@@ -176,6 +227,10 @@ class LeanServerProtocol(WebSocketServerProtocol):
 
     tcpNoDelay: bool  # Autobahn options (on the class: options_as_class)
     logOctets: bool
+    # What drop_handshake takes off an open connection, made again when first used.
+    _valid_events = EVENTS  # type: ignore[assignment]  # read only: a tuple, shared
+    _results = PerConnection(lambda protocol: dict.fromkeys(protocol._valid_events))
+    utf8validator = PerConnection(lambda protocol: Utf8Validator())
 
     def connectionMade(self) -> None:
         transport: Any = self.transport
