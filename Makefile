@@ -24,8 +24,19 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Ports of the demo, each optional (make demo PORT=13952 WS_PORT=18951 ...; 0: any free
+# one). Only the command line counts: an exported PORT in the environment does not move it.
+demo_flag = $(if $(filter command line,$(origin $(1))),$(2) $($(1)))
+DEMO_PORTS := $(call demo_flag,PORT,--port) $(call demo_flag,WS_PORT,--ws-port) \
+	$(call demo_flag,WSS_PORT,--wss-port) $(call demo_flag,ADMIN_PORT,--admin-port) \
+	$(call demo_flag,NOTIFIER_PORT,--notifier-port) \
+	$(call demo_flag,CONTROL_PORT,--control-port) \
+	$(call demo_flag,NOTIFIER_HTTP_PORT,--notifier-http-port) \
+	$(call demo_flag,NOTIFIER_HTTPS_PORT,--notifier-https-port) \
+	$(call demo_flag,WORK_PATH,--work-path)
+
 demo: $(STAMP)
-	$(BIN)/twistd -n smbridge --demo
+	$(BIN)/twistd -n smbridge $(strip --demo $(DEMO_PORTS))
 
 test: $(STAMP) $(TOOLS_STAMP)
 	$(BIN)/python -m pytest -q

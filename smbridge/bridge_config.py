@@ -117,8 +117,16 @@ def load(path: Path, names: OptionNames) -> list[str]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise BridgeConfigError(f"{path} is not valid YAML: {e}") from None
+        raise BridgeConfigError(yaml_error(path, e)) from None
     return parse(data, names)
+
+
+def yaml_error(path: Path, error: yaml.YAMLError) -> str:
+    """``FILE:LINE: not valid YAML: problem`` (the line where the parser gave up, from 1)."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        problem = error.problem or "syntax error"
+        return f"{path}:{error.problem_mark.line + 1}: not valid YAML: {problem}"
+    return f"{path}: not valid YAML: {error}"
 
 
 def config_path(argv: Sequence[str]) -> str | None:

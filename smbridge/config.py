@@ -139,6 +139,9 @@ class BridgeConfig:
     # Descriptors kept free under RLIMIT_NOFILE: the client listeners stop accepting
     # before fewer are left (0: no reserve).
     fd_reserve: int = 64
+    # The listen backlog of the client port, ws and wss: connections the kernel holds
+    # completed but not yet accepted (capped by net.core.somaxconn; docs/operations.md).
+    backlog: int = 4096
     # TLS session resumption on the client port and wss (docs/tunnel.md): the ticket key
     # is replaced every this many seconds (a ticket lives as long); 0 turns it off.
     tls_ticket_rotation: float = 3600.0

@@ -23,7 +23,7 @@ from smbridge.config import BridgeConfig, NotifierAddress
 from smbridge.options import demo_tls
 from smbridge.service import BridgeService
 
-__all__ = ["DemoConfig", "DemoService", "demo_tls"]
+__all__ = ["DemoConfig", "DemoService", "demo_tls", "demo_urls"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,15 @@ class DemoConfig:
     https_port: int | None = 8019  # and its HTTPS side (httpsecure, reporting)
 
 
+# twistd smbridge --demo's option for each listener of the embedded Notifier.
+DEMO_LISTEN_OPTIONS = {
+    "link": "--notifier-port",
+    "control": "--control-port",
+    "resources-http": "--notifier-http-port",
+    "resources-https": "--notifier-https-port",
+}
+
+
 class DemoService(MultiService):
     log = Logger()
 
@@ -45,6 +54,7 @@ class DemoService(MultiService):
         self.reactor = reactor
         self.notifier: Any = None
         self.bridge: BridgeService | None = None
+        self.site_name = "cic1"  # the demo site's CIC server (set at start)
 
     def startService(self) -> None:
         from smbridge.notifier.demo import demo_site
@@ -53,8 +63,10 @@ class DemoService(MultiService):
 
         config = self.config
         files = pki.ensure_site_pki(config.work_path / "pki")
+        site = demo_site(bridge_fqdn="localhost")
+        self.site_name = site.cic.name
         self.notifier = NotifierService(
-            demo_site(bridge_fqdn="localhost"),
+            site,
             reactor=self.reactor,
             # The demo trusts its own bridge's certificate (docs/switchover.md, trust).
             trust=CertificateTrust(trusted_files=[files.bridge_client]),
@@ -83,6 +95,8 @@ class DemoService(MultiService):
                 else None
             ),
         )
+        # A port that cannot bind names the demo's option for it (twistd smbridge --demo).
+        self.notifier.listen_options = DEMO_LISTEN_OPTIONS
         self.notifier.setName("notifier")
         self.notifier.setServiceParent(self)
         super().startService()  # type: ignore[no-untyped-call]
@@ -138,9 +152,28 @@ class DemoService(MultiService):
         }
         path = self.config.work_path / "ports.json"
         path.write_text(json.dumps(ports) + "\n")
+        urls = demo_urls(ports, self.site_name, self.config.bridge.admin_interface)
         self.log.info(
-            "Demo ready: clients on tls://localhost:{client} (WebSocket: ws {ws}, wss {wss}), "
-            "Notifier control API on http://127.0.0.1:{control}/api/state",
+            "Demo ready: {listing}; users agent1..agent50 and supervisor1, password 'demo'",
+            listing="; ".join(f"{label} {url}" for label, url in urls.items()),
+            urls=urls,
             event="demo.ready",
             **ports,
         )
+
+
+def demo_urls(ports: dict[str, Any], cic_name: str, admin_host: str) -> dict[str, str]:
+    """What a person opens or dials in the demo, by what it is (a port that is off: left out).
+
+    The tunnel URIs end in ``<CIC server>/session``, a name the demo's ``SM HTTPS URL
+    Base Map`` routes to this bridge (docs/tunnel.md).
+    """
+    urls = {"clients": f"tls://localhost:{ports['client']}"}
+    for scheme in ("ws", "wss"):
+        if ports.get(scheme) is not None:
+            urls[f"{scheme} tunnel"] = f"{scheme}://localhost:{ports[scheme]}/{cic_name}/session"
+    if ports.get("admin") is not None:
+        host = f"[{admin_host}]" if ":" in admin_host else admin_host
+        urls["dashboard"] = f"http://{host}:{ports['admin']}/"
+    urls["Notifier control API"] = f"http://127.0.0.1:{ports['control']}/api/state"
+    return urls

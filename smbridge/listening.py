@@ -9,10 +9,15 @@ With ``track=True`` the service remembers accepted connections and closes them
 when stopped, so that a stopped server is really gone; the bridge closes its own
 clients more gracefully and leaves it off, keeping the per-connection wrapper off
 its hot path.
+
+:func:`announce_backlog` logs the client listeners' listen backlog at start: the
+kernel holds at most ``min(--backlog, net.core.somaxconn)`` connections waiting to be
+accepted, and a full queue costs each further client a 1 s SYN retry.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from twisted.application.service import IService, MultiService, Service
@@ -77,9 +82,11 @@ class ExitOnListenFailure(MultiService):
         try:
             super().startService()  # type: ignore[no-untyped-call]
         except ListenFailed as e:
+            what = f"choose another with {e.option}" if e.option else "change its endpoint"
             self.log.critical(
-                "Stopping: {message}",
+                "Stopping: {message} (stop what holds {where}, or {hint})",
                 message=str(e),
+                hint=what,
                 listener=e.name,
                 where=e.where,
                 option=e.option,
@@ -188,3 +195,37 @@ class ListenerService(Service):
         if isinstance(self.factory, TrackingFactory):
             waits.append(self.factory.close_all())
         return gatherResults([d for d in waits if d is not None])
+
+
+SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
+_backlog_log = Logger(namespace="smbridge.listening.backlog")
+
+
+def somaxconn(path: Path = SOMAXCONN) -> int | None:
+    """The kernel's cap on a listen backlog (Linux), or None where it cannot be read."""
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def announce_backlog(configured: int, cap: int | None) -> int:
+    """Log the effective listen backlog (one info line; a warning if the kernel caps it)."""
+    effective = configured if cap is None else min(configured, cap)
+    _backlog_log.info(
+        "client listeners: listen backlog {effective} (--backlog {configured}, "
+        "net.core.somaxconn {cap})",
+        effective=effective,
+        configured=configured,
+        cap="unknown" if cap is None else cap,
+        event="listener.backlog",
+    )
+    if effective < configured:
+        _backlog_log.warn(
+            "net.core.somaxconn {cap} caps --backlog {configured}: raise it "
+            "(sysctl -w net.core.somaxconn={configured}) or a logon storm waits on SYN retries",
+            cap=cap,
+            configured=configured,
+            event="listener.backlog_capped",
+        )
+    return effective

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from twisted.application.service import IServiceCollection, MultiService
-from twisted.logger import ILogObserver, LogEvent, formatEvent
+from twisted.logger import ILogObserver, LogEvent, Logger, formatEvent
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -97,14 +97,56 @@ def event_record(event: LogEvent) -> dict[str, Any]:
     return record
 
 
+TRACEBACK_START = "Traceback (most recent call last):"
+
+
 @implementer(ILogObserver)
 class JSONLinesObserver:
-    """Writes one JSON object per line to a text stream and flushes it."""
+    """Writes one JSON object per line to a text stream and flushes it.
+
+    A traceback printed to standard error after twistd redirected it arrives as one
+    event per line; those lines are gathered into one event (``event``
+    ``stderr.traceback``, the exception line as ``message``, all of it as
+    ``traceback``), so a log reader sees one failure, not thirty lines.
+    """
 
     def __init__(self, out: IO[str]) -> None:
         self.out = out
+        self._traceback: list[LogEvent] = []  # stderr lines of a traceback being gathered
 
     def __call__(self, event: LogEvent) -> None:
+        io = event.get("log_io")
+        text = io if isinstance(io, str) else ""
+        from_stderr = event.get("log_namespace") == "stderr" and isinstance(io, str)
+        if self._traceback:
+            if from_stderr:
+                self._traceback.append(event)
+                if not text.startswith(" "):  # the exception line ends the traceback
+                    self._flush_traceback()
+                return
+            self._flush_traceback()
+        if from_stderr and text == TRACEBACK_START:
+            self._traceback.append(event)
+            return
+        self._write(event)
+
+    def _flush_traceback(self) -> None:
+        lines, self._traceback = self._traceback, []
+        texts = [str(line["log_io"]) for line in lines]
+        if len(lines) == 1:
+            self._write(lines[0])
+            return
+        last = texts[-1] if not texts[-1].startswith(" ") else "traceback"
+        self._write(
+            {
+                **lines[-1],
+                "log_io": last,
+                "event": "stderr.traceback",
+                "traceback": "\n".join(texts) + "\n",
+            }
+        )
+
+    def _write(self, event: LogEvent) -> None:
         try:
             line = json.dumps(event_record(event), ensure_ascii=False, default=str)
         except Exception as e:  # never let a log line break the caller
@@ -125,10 +167,20 @@ class JSONLogging(MultiService):
     logging with the application's ``ILogObserver`` component, if any: this sets it.
     """
 
+    log = Logger()
+
     def __init__(self, service: Any) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.wrapped = service
         service.setServiceParent(self)
+
+    def startService(self) -> None:
+        """A start-up that raises is logged as one event (with its traceback), then exit 1."""
+        try:
+            super().startService()  # type: ignore[no-untyped-call]
+        except Exception:
+            self.log.failure("Start-up failed", event="service.start_failed")
+            raise SystemExit(1) from None
 
     def setServiceParent(self, parent: Any) -> None:
         set_component = getattr(parent, "setComponent", None)

@@ -244,6 +244,13 @@ PARAMETERS: list[list[Any]] = [
         int,
     ],
     [
+        "backlog",
+        None,
+        4096,
+        "listen backlog of the client port, ws and wss (the kernel caps it at net.core.somaxconn)",
+        int,
+    ],
+    [
         "tls-ticket-rotation",
         None,
         3600.0,

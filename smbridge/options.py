@@ -23,8 +23,10 @@ from smbridge.config import BridgeConfig, NotifierAddress, TLSFiles, TunnelSetti
 from smbridge.option_table import FLAGS, PARAMETERS, port_number, port_or_off, yes_no
 from smbridge.router.router import BridgeIdentity
 from smbridge.session.negotiate import TimeoutPolicy
+from smbridge.usage_errors import describe, exit_on_usage_error, name_coercion_errors, under_twistd
 
 KINDS = ("on-server", "off-server")
+describe(port_number, "a port number (0..65535)")
 
 
 def demo_tls(work_path: Path) -> TLSFiles:
@@ -46,6 +48,7 @@ class Options(usage.Options):
 
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
+        name_coercion_errors(self)  # "--port: 'abc' is not a port number (0..65535)"
         self.notifiers: list[NotifierAddress] = []
         self.resource_ports: dict[str, int] = {}
         self.own_subnets: list[Any] = []
@@ -62,7 +65,19 @@ class Options(usage.Options):
             raise usage.UsageError(f"--own-subnet: {e}") from None
 
     def parseOptions(self, options: list[str] | None = None) -> None:
-        """Parse ``--config FILE``'s options first, then the command line (which wins)."""
+        """Parse ``--config FILE``'s options first, then the command line (which wins).
+
+        Under twistd a refused option ends the process with its one-line reason
+        (exit status 2); elsewhere (a reload) the ``UsageError`` is raised.
+        """
+        try:
+            self._parse(options)
+        except usage.UsageError as e:
+            if not under_twistd(self):
+                raise
+            exit_on_usage_error("twistd smbridge", e)
+
+    def _parse(self, options: list[str] | None) -> None:
         import sys
 
         from smbridge.bridge_config import BridgeConfigError, OptionNames, expand
@@ -222,6 +237,7 @@ class Options(usage.Options):
             logon_timeout=self["logon-timeout"],
             prelogon_max_frame=min(self["prelogon-max-frame"], self["max-frame"]),
             fd_reserve=self["fd-reserve"],
+            backlog=self["backlog"],
             linger=self["linger"],
             replay_bytes=self["replay-bytes"],
             session_hook=self["session-hook"],
@@ -238,6 +254,10 @@ class Options(usage.Options):
             raise usage.UsageError("--prelogon-max-frame must be 1024..1073741824 bytes")
         if not 0 <= self["fd-reserve"] <= 65536:
             raise usage.UsageError("--fd-reserve must be 0..65536")
+        if not 1 <= self["backlog"] <= 65535:
+            raise usage.UsageError(
+                f"--backlog must be 1..65535 pending connections, not {self['backlog']}"
+            )
 
     def _check_throttle(self) -> None:
         """Logon throttling (docs/protocol.md §4.1)."""

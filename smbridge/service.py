@@ -38,7 +38,7 @@ from smbridge.admin.reload import SighupReloader
 from smbridge.admin.view import Parse
 from smbridge.codec.catalog import LINK_PING
 from smbridge.config import BridgeConfig, NotifierAddress
-from smbridge.listening import ListenerService, ListenFailed
+from smbridge.listening import ListenerService, ListenFailed, announce_backlog, somaxconn
 from smbridge.memory import MemoryTrimmer
 from smbridge.options import parse as parse_options
 from smbridge.roster.drain import Drainer
@@ -67,10 +67,13 @@ LISTENER_OPTIONS = {
 }
 
 
-def server_endpoint(reactor: Any, port: int, interface: str) -> IStreamServerEndpoint:
+def server_endpoint(
+    reactor: Any, port: int, interface: str, backlog: int = 50
+) -> IStreamServerEndpoint:
+    """A TCP endpoint on ``interface``; ``backlog``: the client listeners' ``--backlog``."""
     if ":" in interface:
-        return TCP6ServerEndpoint(reactor, port, interface=interface)
-    return TCP4ServerEndpoint(reactor, port, interface=interface)
+        return TCP6ServerEndpoint(reactor, port, backlog=backlog, interface=interface)
+    return TCP4ServerEndpoint(reactor, port, backlog=backlog, interface=interface)
 
 
 class BridgeService(MultiService):
@@ -187,13 +190,13 @@ class BridgeService(MultiService):
         config, reactor = self.config, self.reactor
         ws = None
         if config.ws_port is not None:
-            ws = server_endpoint(reactor, config.ws_port, config.interface)
+            ws = server_endpoint(reactor, config.ws_port, config.interface, config.backlog)
         wss_port = config.wss_port
 
         def wss() -> tuple[IStreamServerEndpoint, IOpenSSLServerConnectionCreator]:
             # Called at start: the certificate is read then, not at construction.
             assert wss_port is not None
-            endpoint = server_endpoint(reactor, wss_port, config.interface)
+            endpoint = server_endpoint(reactor, wss_port, config.interface, config.backlog)
             return endpoint, self._tls()  # the client port's tickets resume here too
 
         return TunnelService(
@@ -221,7 +224,9 @@ class BridgeService(MultiService):
         sniff = SniffingFactory(
             self.connections, options, self.config.allow_cleartext, self.guard, self.reserve
         )
-        endpoint = server_endpoint(self.reactor, self.config.port, self.config.interface)
+        config = self.config
+        endpoint = server_endpoint(self.reactor, config.port, config.interface, config.backlog)
+        announce_backlog(config.backlog, somaxconn())
         self.listener = ListenerService("client-listener", endpoint, sniff, track=False)
         self.listener.setServiceParent(self)  # type: ignore[no-untyped-call]
         if self.config.admin_port is not None:

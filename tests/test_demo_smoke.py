@@ -85,3 +85,38 @@ class DemoSmoke(TestCase):
         self.assertNotIn(reply["resumeToken"], output)
         self.assertNotIn('"password"', output)
         self.assertNotIn("Traceback", output)
+
+    @defer.inlineCallbacks
+    def test_demo_ready_lists_every_url_and_each_answers(self):
+        """Demo ready lists the client, ws, wss, dashboard and control URLs; each one answers."""
+        import re
+
+        import treq
+        from twisted.web.client import HTTPConnectionPool
+
+        ports_file = self.work / "ports.json"
+        yield self._wait_for(lambda: "Demo ready" in self._output(), "Demo ready")
+        ports = json.loads(ports_file.read_text())
+        line = next(line for line in self._output().splitlines() if "Demo ready" in line)
+        urls = re.findall(r"(?:tls|wss?|https?)://[^\s;,]+", line)
+        self.assertEqual(
+            urls,
+            [
+                f"tls://localhost:{ports['client']}",
+                f"ws://localhost:{ports['ws']}/cic1/session",
+                f"wss://localhost:{ports['wss']}/cic1/session",
+                f"http://127.0.0.1:{ports['admin']}/",
+                f"http://127.0.0.1:{ports['control']}/api/state",
+            ],
+        )
+        for url in urls[:3]:  # the client port and the tunnel URIs: a logon on each
+            client = yield connect(reactor, url, ca=self.work / "pki" / "ca.pem")
+            reply = yield client.logon("agent2", "demo")
+            self.assertTrue(reply["sessionId"], url)
+            yield client.logoff()
+        for url in urls[3:]:  # the dashboard and the Notifier's control API
+            pool = HTTPConnectionPool(reactor, persistent=False)
+            response = yield treq.get(url, pool=pool)
+            body = yield treq.content(response)
+            self.assertEqual(response.code, 200, url)
+            self.assertTrue(body, url)

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import defer, reactor, threads
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
@@ -169,3 +171,24 @@ def test_hello_parser_needs_whole_record_and_survives_garbage() -> None:
     assert tickets.first_record(b"\x16\x03\x01\x00\x10") == 21
     assert tickets.hello_key_name(b"\x16\x03\x01\x00\x04\x01\x00\x00\x00") is None
     assert tickets.hello_key_name(b"\x16\x03\x01\x00\x02\x01\xff") is None
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=600),
+        # A handshake record header in front of arbitrary bytes reaches the parser's walk.
+        st.binary(max_size=600).map(lambda b: b"\x16\x03\x01" + len(b).to_bytes(2, "big") + b),
+        st.binary(max_size=600).map(
+            lambda b: b"\x16\x03\x01" + (len(b) + 4).to_bytes(2, "big") + b"\x01\x00\x02\x00" + b
+        ),
+    )
+)
+def test_ticket_parsers_never_raise_on_a_strangers_bytes(data: bytes) -> None:
+    """Whatever a client sends first, the ticket routing reads it without raising."""
+    needed = tickets.first_record(data)
+    assert needed == 0 or tickets.RECORD_HEADER <= needed <= tickets.RECORD_HEADER + 16384
+    name = tickets.hello_key_name(data)
+    assert name is None or len(name) == tickets.KEY_NAME_LENGTH
+    issued = tickets.issued_key_name(data)
+    assert issued is None or len(issued) == tickets.KEY_NAME_LENGTH

@@ -27,7 +27,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from smbridge.listening import ListenerService
+from smbridge.listening import ListenerService, ListenFailed
 from smbridge.notifier.control import control_site
 from smbridge.notifier.link import NotifierLinkFactory
 from smbridge.notifier.model import Notifier
@@ -50,6 +50,13 @@ class NotifierService(MultiService):
     """A reference Notifier: link listener, optional control API, traffic generator."""
 
     log = Logger()
+    # The twistd notifier option behind each listener, named when one cannot bind.
+    listen_options: dict[str, str] = {
+        "link": "--port",
+        "control": "--control",
+        "resources-http": "--http-port",
+        "resources-https": "--https-port",
+    }
 
     def __init__(
         self,
@@ -184,7 +191,11 @@ class NotifierService(MultiService):
     def startService(self) -> None:
         self.notifier.load_roster()
         self.notifier.share.start()
-        super().startService()  # type: ignore[no-untyped-call]
+        try:
+            super().startService()  # type: ignore[no-untyped-call]
+        except ListenFailed as e:  # name the option that sets the port (the top service logs it)
+            e.option = e.option or self.listen_options.get(e.name)
+            raise
         self.traffic.start()
         self.notifier.pair.start()
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from twisted.application.service import IService
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
@@ -30,6 +31,7 @@ from smbridge.notifier.demo import demo_site
 from smbridge.notifier.service import NotifierService
 from smbridge.notifier.site import Site, SiteError, load_site
 from smbridge.notifier.trust import CertificateTrust
+from smbridge.usage_errors import exit_on_usage_error, name_coercion_errors, under_twistd
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,7 @@ class Options(usage.Options):
 
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
+        name_coercion_errors(self)  # "--port: 'abc' is not a whole number"
         self.trusted: list[Path] = []
         self.imported_cas: list[Path] = []
 
@@ -180,6 +183,15 @@ class Options(usage.Options):
         if not Path(value).is_file():
             raise usage.UsageError(f"--trust {value}: no such file")
         self.trusted.append(Path(value))
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """Under twistd a refused option ends the process with its one-line reason (status 2)."""
+        try:
+            super().parseOptions(options)  # type: ignore[no-untyped-call]
+        except usage.UsageError as e:
+            if not under_twistd(self):
+                raise
+            exit_on_usage_error("twistd notifier", e)
 
     def postOptions(self) -> None:
         if self["demo"] and self["site"]:
@@ -302,7 +314,14 @@ def make_notifier_service(config: NotifierConfig, reactor: Any) -> NotifierServi
     return service
 
 
-def makeService(options: Options) -> NotifierService:
+def makeService(options: Options) -> IService:
+    """The Notifier under twistd: a bad value or a port that cannot bind ends it in one line."""
     from twisted.internet import reactor
 
-    return make_notifier_service(options.config, reactor)
+    from smbridge.listening import ExitOnListenFailure
+
+    try:
+        service = make_notifier_service(options.config, reactor)
+    except usage.UsageError as e:
+        exit_on_usage_error("twistd notifier", e)
+    return ExitOnListenFailure(service)  # a port that cannot bind: exit 1, one line
