@@ -21,17 +21,12 @@ from twisted.internet import defer
 from twisted.internet.protocol import Protocol
 
 from smbridge.codec import Kind, encode
+from smbridge.testing import free_port as free_port  # re-exported for the benchmarks
 from smbridge.testing import stop_process
 
 _U32 = Struct(">I")
 BIN = Path(sys.executable).parent
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:

@@ -52,13 +52,26 @@ class OutputProcess(ProcessProtocol):
         self.ended.callback(getattr(reason.value, "exitCode", None))
 
 
+_HANDED_OUT: set[int] = set()  # ports free_port() gave this process (never given twice)
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now (for a subprocess to bind)."""
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a subprocess to bind).
+
+    The kernel may hand the same ephemeral port to two binds in a row once the first
+    socket is closed, so a test asking for a link and a control port could get one
+    port twice; a port is therefore never handed out twice in one process.
+    """
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    for _ in range(1000):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no fresh port on 127.0.0.1 after 1000 tries")
 
 
 def stop_process(proc: Any, grace: float = 10.0) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -27,6 +26,7 @@ from typing import Any
 
 from twisted.internet import defer, task
 
+from smbridge.testing import free_port as free_port  # re-exported (tunnel.testing)
 from smbridge.testing import stop_process
 
 CHROMIUM = "/usr/bin/chromium"
@@ -45,12 +45,6 @@ def need_binary(path: str, what: str) -> str:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @defer.inlineCallbacks
