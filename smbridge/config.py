@@ -145,6 +145,13 @@ class BridgeConfig:
     # TLS session resumption on the client port and wss (docs/tunnel.md): the ticket key
     # is replaced every this many seconds (a ticket lives as long); 0 turns it off.
     tls_ticket_rotation: float = 3600.0
+    # Several bridge processes on one host (docs/operations.md, "Workers"): the
+    # supervisor's --workers; a worker's own place (index of count, set by --worker);
+    # and the directory of the workers' private sockets.
+    workers: int = 1
+    worker_index: int = 0
+    worker_count: int = 1
+    run_dir: Path | None = None
 
     @property
     def logon_throttle(self) -> ThrottleSettings:

@@ -251,6 +251,25 @@ PARAMETERS: list[list[Any]] = [
         int,
     ],
     [
+        "workers",
+        None,
+        1,
+        "bridge processes on this host behind the same ports, one per core (docs/operations.md)",
+        int,
+    ],
+    [
+        "worker",
+        None,
+        None,
+        "internal, set by the supervisor of --workers: this process is worker I of N ('I/N')",
+    ],
+    [
+        "run-dir",
+        None,
+        None,
+        "the workers' private sockets (default: <work-path>/run; made 0700)",
+    ],
+    [
         "tls-ticket-rotation",
         None,
         3600.0,

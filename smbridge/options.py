@@ -173,6 +173,7 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
         work = Path(self["work-path"])
         demo = bool(self["demo"])
+        worker_index, worker_count = self._check_workers()
         if demo and self.notifiers:
             raise usage.UsageError("--demo runs its own Notifier; leave out --notifier")
         tls = self._tls_files(work, demo)
@@ -238,12 +239,33 @@ class Options(usage.Options):
             prelogon_max_frame=min(self["prelogon-max-frame"], self["max-frame"]),
             fd_reserve=self["fd-reserve"],
             backlog=self["backlog"],
+            workers=self["workers"],
+            worker_index=worker_index,
+            worker_count=worker_count,
+            run_dir=Path(self["run-dir"]).resolve() if self["run-dir"] else work.resolve() / "run",
             linger=self["linger"],
             replay_bytes=self["replay-bytes"],
             session_hook=self["session-hook"],
             hook_timeout=self["hook-timeout"],
             shutdown_grace=self["shutdown-grace"],
         )
+
+    def _check_workers(self) -> tuple[int, int]:
+        """--workers (1..64) and the supervisor's --worker I/N: (index, count)."""
+        if not 1 <= self["workers"] <= 64:
+            raise usage.UsageError(f"--workers must be 1..64 processes, not {self['workers']}")
+        if self["worker"] is None:
+            return 0, 1
+        index, _, count = str(self["worker"]).partition("/")
+        try:
+            i, n = int(index), int(count)
+        except ValueError:
+            raise usage.UsageError(
+                f"--worker: expected I/N (worker I of N), not {self['worker']!r}"
+            ) from None
+        if not 0 <= i < n <= 64:
+            raise usage.UsageError(f"--worker {self['worker']}: need 0 <= I < N <= 64")
+        return i, n
 
     def _check_prelogon(self) -> None:
         """Deadlines and bounds before logon (docs/operations.md)."""
