@@ -52,8 +52,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Every benchmark in full (each also runs in a quick mode inside the tests, so none
+# rots: tests/test_bench_list.py); each writes bench/results/<name>.json.
+BENCHES := run lifecycle reconnect sender storm timers tunnel sizing switchover
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	@set -e; for b in $(BENCHES); do \
+		echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py; \
+	done
 
 clean:
 	rm -rf $(VENV) $(TOOLS) smbridge-work .pytest_cache bench/results

@@ -2,6 +2,7 @@
 
     python bench/sizing.py                 # 1,000 and 5,000 sessions (a few minutes)
     python bench/sizing.py --sizes 200     # one small size, to check that it works
+    python bench/sizing.py --quick         # 200 sessions, 2 s: what the tests run
 
 For each size, a generated site (bench-only: every user's password is ``demo``) with
 the note's mix: 20 % business users, the rest call-center agents and supervisors
@@ -467,4 +468,10 @@ if __name__ == "__main__":
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--name", default="sizing")
-    task.react(main, [parser.parse_args()])
+    parser.add_argument(
+        "--quick", action="store_true", help="200 sessions for 2 s (tests/test_sizing_bench.py)"
+    )
+    options = parser.parse_args()
+    if options.quick:
+        options.sizes, options.seconds, options.name = [200], 2.0, "sizing-quick"
+    task.react(main, [options])

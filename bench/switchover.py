@@ -12,6 +12,7 @@ switchover is read from /proc. The clients share the machine with the servers, s
 the figures include their cost too.
 
     .venv/bin/python bench/switchover.py --sizes 1000 5000
+    .venv/bin/python bench/switchover.py --quick     # 100 sessions: what the tests run
 """
 
 from __future__ import annotations
@@ -171,4 +172,10 @@ if __name__ == "__main__":
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument("--output", default="switchover")
-    task.react(main, [parser.parse_args()])
+    parser.add_argument(
+        "--quick", action="store_true", help="100 sessions (tests/test_switchover_bench.py)"
+    )
+    options = parser.parse_args()
+    if options.quick:
+        options.sizes, options.output = [100], "switchover-quick"
+    task.react(main, [options])
