@@ -54,7 +54,7 @@ lint: $(STAMP)
 
 # Every benchmark in full (each also runs in a quick mode inside the tests, so none
 # rots: tests/test_bench_list.py); each writes bench/results/<name>.json.
-BENCHES := run lifecycle reconnect sender storm timers tunnel sizing switchover
+BENCHES := run lifecycle reconnect sender storm timers tunnel sizing switchover workers
 bench: $(STAMP)
 	@set -e; for b in $(BENCHES); do \
 		echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py; \

@@ -13,7 +13,13 @@ listener certificate (named by the bridge's ``--fqdn``, for ``twistd smbridge
   what ``twistd notifier --cert`` and ``twistd smbridge --cert``/``--client-cert``
   read.
 
-Existing files are never overwritten. Nothing secret is printed.
+With ``--client NAME`` (repeatable) it issues a client certificate for
+certificate logon (``client-NAME.pem`` and ``client-NAME.key``, CN=NAME, from the
+site CA), and with ``--revoke PEM`` (repeatable) it writes ``crl.pem``, a CRL
+revoking those certificates, for ``twistd smbridge --client-crl`` (docs/client.md).
+
+Existing files are never overwritten (but ``crl.pem``, which is replaced). Nothing
+secret is printed.
 """
 
 from __future__ import annotations
@@ -72,6 +78,25 @@ def write_identity(
     return paths
 
 
+def client_certificates(
+    out: Path, ca_dir: Path | None, names: Sequence[str], revoke: Sequence[Path]
+) -> list[Path]:
+    """Client certificates for ``names`` and a CRL revoking ``revoke``, from ``ca_dir``'s CA."""
+    written: list[Path] = []
+    if ca_dir is None:
+        return written
+    for name in names:
+        for path in (out / f"client-{name}.pem", out / f"client-{name}.key"):
+            if path.exists():
+                raise FileExistsError(f"{path} exists; not overwriting it")
+        issued = pki.issue_client(ca_dir, name, out)
+        written += [issued.cert, issued.key]
+    if revoke:
+        certs = [x509.load_pem_x509_certificate(p.read_bytes()) for p in revoke]
+        written.append(pki.write_crl(ca_dir, certs, out))
+    return written
+
+
 def add_parser(commands: Any) -> None:
     p = commands.add_parser(
         "certs", help="keys, CSRs and certificates for CIC servers and bridges (gensslcertsu)"
@@ -90,6 +115,21 @@ def add_parser(commands: Any) -> None:
         metavar="FQDN",
         help="a bridge's own listener certificate for the name clients use: FQDN.pem",
     )
+    p.add_argument(
+        "--client",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a client certificate for certificate logon: client-NAME.pem/.key (repeatable)",
+    )
+    p.add_argument(
+        "--revoke",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="PEM",
+        help="write crl.pem revoking this certificate (repeatable)",
+    )
     p.add_argument("--ca-dir", type=Path, help="directory with the site CA (ca.pem, ca.key)")
     p.add_argument("--new-ca", action="store_true", help="create a site CA in --out first")
     p.set_defaults(handler=run)
@@ -97,8 +137,14 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> None:
     out: Path = args.out
-    if not (args.server or args.bridge or args.listener):
-        raise argparse.ArgumentTypeError("give --server, --bridge or --listener")
+    clients: list[str] = getattr(args, "client", [])
+    revoke: list[Path] = getattr(args, "revoke", [])
+    if not (args.server or args.bridge or args.listener or clients or revoke):
+        raise argparse.ArgumentTypeError(
+            "give --server, --bridge, --listener, --client or --revoke"
+        )
+    if (clients or revoke) and not (args.ca_dir or args.new_ca):
+        raise argparse.ArgumentTypeError("--client and --revoke need the CA: --ca-dir or --new-ca")
     if args.backup and not args.server:
         raise argparse.ArgumentTypeError("--backup needs --server")
     if args.new_ca and args.ca_dir:
@@ -123,6 +169,7 @@ def run(args: argparse.Namespace) -> None:
             written += write_identity(out, f"{args.bridge}-client", [args.bridge], ca, client=True)
         if args.listener:
             written += write_identity(out, args.listener, [], ca)
+        written += client_certificates(out, ca_dir, clients, revoke)
     except (OSError, ValueError) as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     for path in written:

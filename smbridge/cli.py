@@ -58,7 +58,14 @@ def _add_client(commands: Any) -> None:
         metavar="URI",
         help="tls://HOST[:3952], tcp://HOST[:3952], or wss://PROXY/[extra/]SERVER/session (or ws://)",
     )
-    p.add_argument("--user", required=True)
+    p.add_argument("--user", help="required unless --cert logs on by certificate")
+    p.add_argument(
+        "--cert",
+        type=Path,
+        metavar="PATH",
+        help="client certificate (PEM): log on by certificate, without a password",
+    )
+    p.add_argument("--key", type=Path, metavar="PATH", help="its key (default: in --cert)")
     secret = p.add_mutually_exclusive_group()
     secret.add_argument("--password", help=f"(prefer --password-file or ${PASSWORD_ENV})")
     secret.add_argument("--password-file", type=Path, metavar="PATH")
@@ -123,7 +130,12 @@ def _client_command(args: argparse.Namespace) -> None:
         raise argparse.ArgumentTypeError(str(e)) from None
     args.queues = [queue_name(w) for w in args.watch]
     args.downloads = [download_spec(d) for d in args.download]
-    args.password = resolve_password(args.password, args.password_file, os.environ)
+    if getattr(args, "cert", None) is not None:  # certificate logon (docs/client.md)
+        args.password = None
+    elif not args.user:
+        raise argparse.ArgumentTypeError("--user is required (or --cert)")
+    else:
+        args.password = resolve_password(args.password, args.password_file, os.environ)
     if args.ca is None and DEMO_CA.exists():
         args.ca = DEMO_CA
     react(run_client, (args,))
@@ -238,6 +250,8 @@ async def _run_client(
             hostname=args.hostname,
             timeout=args.timeout,
             client_type=getattr(args, "client_type", DEFAULT_CLIENT_TYPE),
+            cert=getattr(args, "cert", None),
+            key=getattr(args, "key", None),
         )
     except Exception as e:
         _fail(f"cannot connect to {args.uri}: {e}")
@@ -259,9 +273,14 @@ async def _run_client(
     client.add_listener(on_notification)
     stop.addCallback(on_stop)
     try:
-        reply = await client.logon(
-            args.user, args.password, station=args.station, session_timeout=args.session_timeout
-        )
+        if getattr(args, "cert", None) is not None:
+            reply = await client.logon_certificate(
+                args.user, station=args.station, session_timeout=args.session_timeout
+            )
+        else:
+            reply = await client.logon(
+                args.user, args.password, station=args.station, session_timeout=args.session_timeout
+            )
         printer.logon(reply)
         for queue in args.queues:
             printer.snapshot(await client.watch_queue(queue))
@@ -315,9 +334,11 @@ async def run_kept(
     keeper = SessionKeeper(
         reactor,
         args.uri,
-        args.user,
-        args.password,
+        args.user or "",
+        args.password or "",
         ca=args.ca,
+        cert=getattr(args, "cert", None),
+        key=getattr(args, "key", None),
         station=args.station,
         session_timeout=args.session_timeout,
     )

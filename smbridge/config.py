@@ -70,6 +70,9 @@ class TunnelSettings:
     ping_timeout: float = 20.0  # no pong within this: the connection is dropped
     open_timeout: float = 10.0  # the opening handshake must finish within this (--upgrade-timeout)
     close_timeout: float = 5.0  # the closing handshake, likewise
+    # Proxies whose X-SSL-Client-Cert / -Verify headers are believed (--trusted-proxy;
+    # transports/client_certs.py); from anyone else they are ignored and logged.
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class BridgeConfig:
     max_frame: int = DEFAULT_MAX_FRAME  # largest frame taken from a client
     link_max_frame: int = LINK_MAX_FRAME  # largest frame taken from the Notifier (its own limit)
     max_watches: int = 200  # watches one session may hold (queues, users, workgroups)
+    piece_bytes: int = 256 * 1024  # largest piece of a large answer to clients (codec/pieces.py)
     max_unread_seconds: float = 60.0  # a client that reads nothing this long is dropped
     max_held_bytes: int = 4 << 20  # ... or once this many bytes wait for it (docs/sender.md)
     admin_port: int | None = None  # None: no admin API (twistd smbridge defaults to 8080)
@@ -145,6 +149,10 @@ class BridgeConfig:
     # TLS session resumption on the client port and wss (docs/tunnel.md): the ticket key
     # is replaced every this many seconds (a ticket lives as long); 0 turns it off.
     tls_ticket_rotation: float = 3600.0
+    # Certificate logon (docs/client.md): the CA(s) whose client certificates log on
+    # (None: no certificate is asked for) and the CRL file, re-read when it changes.
+    client_ca: Path | None = None
+    client_crl: Path | None = None
     # Several bridge processes on one host (docs/operations.md, "Workers"): the
     # supervisor's --workers; a worker's own place (index of count, set by --worker);
     # and the directory of the workers' private sockets.

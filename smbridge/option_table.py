@@ -127,6 +127,13 @@ PARAMETERS: list[list[Any]] = [
         int,
     ],
     ["max-watches", None, 200, "watches one session may hold", int],
+    [
+        "piece-bytes",
+        None,
+        256 * 1024,
+        "largest payload of one piece of a large answer to clients (directory pages, snapshots)",
+        int,
+    ],
     ["max-unread-seconds", None, 60.0, "drop a client that reads nothing this long", float],
     [
         "max-held-bytes",
@@ -276,6 +283,14 @@ PARAMETERS: list[list[Any]] = [
         "TLS session tickets: seconds between key rotations (0: no resumption)",
         float,
     ],
+    [
+        "client-ca",
+        None,
+        None,
+        "PEM: CA(s) whose client certificates may log on without a password "
+        "(off: no certificate is asked for)",
+    ],
+    ["client-crl", None, None, "PEM: the client CA's CRL, re-read when the file changes"],
     ["config", None, None, "the bridge configuration file (YAML; docs/operations.md)"],
     ["log-format", None, "text", "log format: text or json (one JSON object per line)"],
     ["notifier-port", None, 5597, "--demo: the embedded Notifier's link port", port_number],

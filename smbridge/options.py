@@ -52,6 +52,7 @@ class Options(usage.Options):
         self.notifiers: list[NotifierAddress] = []
         self.resource_ports: dict[str, int] = {}
         self.own_subnets: list[Any] = []
+        self.trusted_proxies: list[Any] = []
         self.config: BridgeConfig | None = None
         self.argv: tuple[str, ...] = ()  # the command line as given (reload re-parses it)
 
@@ -63,6 +64,15 @@ class Options(usage.Options):
             self.own_subnets.append(parse_subnet(value))
         except ValueError as e:
             raise usage.UsageError(f"--own-subnet: {e}") from None
+
+    def opt_trusted_proxy(self, value: str) -> None:
+        """ADDR[/PREFIX] of a proxy whose client-certificate headers are believed (repeatable)."""
+        from smbridge.transports.guard import parse_subnet
+
+        try:
+            self.trusted_proxies.append(parse_subnet(value))
+        except ValueError as e:
+            raise usage.UsageError(f"--trusted-proxy: {e}") from None
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """Parse ``--config FILE``'s options first, then the command line (which wins).
@@ -132,6 +142,11 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--{flag} must be 0.1..3600 seconds")
         if self["max-watches"] < 1:
             raise usage.UsageError("--max-watches must be at least 1")
+        if not 4096 <= self["piece-bytes"] <= DEFAULT_MAX_FRAME - 14:
+            raise usage.UsageError(
+                f"--piece-bytes must be 4096..{DEFAULT_MAX_FRAME - 14} "
+                "(a piece and its header within the frame limit every client accepts)"
+            )
         if not 1 <= self["max-unread-seconds"] <= 3600:
             raise usage.UsageError("--max-unread-seconds must be 1..3600")
         if not 65536 <= self["max-held-bytes"] <= 1 << 30:
@@ -208,6 +223,7 @@ class Options(usage.Options):
             max_frame=self["max-frame"],
             link_max_frame=self["link-max-frame"],
             max_watches=self["max-watches"],
+            piece_bytes=self["piece-bytes"],
             max_unread_seconds=self["max-unread-seconds"],
             max_held_bytes=self["max-held-bytes"],
             trim_interval=self["trim-interval"],
@@ -220,6 +236,7 @@ class Options(usage.Options):
                 require_client_type=self["require-client-type"],
                 ping_interval=self["ws-ping-interval"],
                 open_timeout=self["upgrade-timeout"],
+                trusted_proxies=tuple(getattr(self, "trusted_proxies", ())),
             ),
             resource_ports=dict(self.resource_ports),
             config_file=Path(self["config"]).resolve() if self["config"] else None,
@@ -228,6 +245,8 @@ class Options(usage.Options):
             guard_window=self["guard-window"],
             guard_global_limit=self["guard-global-limit"],
             tls_ticket_rotation=self["tls-ticket-rotation"],
+            client_ca=self._client_file("client-ca"),
+            client_crl=self._client_file("client-crl"),
             own_subnets=tuple(self.own_subnets) or None,
             logon_free_failures=self["logon-free-failures"],
             logon_address_free_failures=self["logon-address-free-failures"],
@@ -249,6 +268,22 @@ class Options(usage.Options):
             hook_timeout=self["hook-timeout"],
             shutdown_grace=self["shutdown-grace"],
         )
+
+    def _client_file(self, flag: str) -> Path | None:
+        """--client-ca / --client-crl: an existing file (certificate logon), or None."""
+        if not self[flag]:
+            return None
+        path = Path(self[flag]).resolve()
+        if not path.is_file():
+            raise usage.UsageError(f"--{flag}: no such file {path}")
+        if flag == "client-crl" and not self["client-ca"]:
+            raise usage.UsageError("--client-crl needs --client-ca")
+        from smbridge.transports.client_certs import readable
+
+        problem = readable(path, crl=flag == "client-crl")
+        if problem:
+            raise usage.UsageError(f"--{flag}: {path}: {problem}")
+        return path
 
     def _check_workers(self) -> tuple[int, int]:
         """--workers (1..64) and the supervisor's --worker I/N: (index, count)."""

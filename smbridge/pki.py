@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -77,10 +77,14 @@ def issue(
     client: bool = False,
     server: bool = True,
     days: int = 365,  # Mozilla's profiles want leaf certificates to live under 366 days
+    not_before: datetime.datetime | None = None,
 ) -> tuple[Key, x509.Certificate]:
-    """Issue a leaf certificate signed by the CA, for TLS server and/or client use."""
+    """Issue a leaf certificate signed by the CA, for TLS server and/or client use.
+
+    ``not_before`` (default: now) lets tests and demos mint an already expired one.
+    """
     key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
+    now = not_before or _now()
     usages = ([ExtendedKeyUsageOID.SERVER_AUTH] if server else []) + (
         [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
     )
@@ -240,18 +244,28 @@ def _server_options(
     return options
 
 
-def server_tickets(identity: Path, clock: IReactorTime, rotation: float) -> TicketKeys:
+def server_tickets(
+    identity: Path,
+    clock: IReactorTime,
+    rotation: float,
+    configure: Callable[[SSL.Context], None] | None = None,
+) -> TicketKeys:
     """The client port's and the wss port's TLS: one certificate, shared rotating ticket keys.
 
     The identity is read now; each key generation is a fresh context built from it.
-    ``rotation`` 0: no session resumption.
+    ``rotation`` 0: no session resumption. ``configure`` adjusts each new context
+    (the client certificate request, transports/client_certs.py).
     """
     from smbridge.transports.resumption import TicketKeys
 
     private = load_private(identity)
 
     def build(tickets: bool) -> SSL.Context:
-        return _server_options(private, [], tickets).getContext()
+        context = _server_options(private, [], tickets).getContext()
+        if configure is not None:
+            context.set_session_id(b"smbridge-clients")  # resumption with a peer certificate
+            configure(context)
+        return context
 
     return TicketKeys(build, clock, rotation)
 
@@ -273,11 +287,96 @@ def _restrict_groups(context: SSL.Context) -> None:
 
 
 def client_options(
-    hostname: str, ca: Path, identity: Path | None = None
+    hostname: str,
+    ca: Path | None,
+    identity: Path | None = None,
+    key: Path | None = None,
 ) -> IOpenSSLClientConnectionCreator:
-    """TLS client options that verify the server's certificate and name (service-identity)."""
+    """TLS client options that verify the server's certificate and name (service-identity).
+
+    ``ca`` None: the platform's trust store. ``identity``: a client certificate to
+    present (with its key in the same file, or in ``key``).
+    """
     return ssl.optionsForClientTLS(
         hostname,
-        trustRoot=load_ca(ca),
-        clientCertificate=load_private(identity) if identity is not None else None,
+        trustRoot=load_ca(ca) if ca is not None else None,
+        clientCertificate=load_identity(identity, key) if identity is not None else None,
     )
+
+
+# --- client certificates (certificate logon, docs/client.md) ------------------------------
+@dataclass(frozen=True)
+class ClientCertificate:
+    """A client's certificate and key files, and the certificate itself."""
+
+    cert: Path
+    key: Path
+    certificate: x509.Certificate
+
+
+def load_site_ca(directory: Path) -> tuple[Key, x509.Certificate]:
+    """The CA key and certificate that :func:`ensure_site_pki` wrote under ``directory``."""
+    key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{directory / 'ca.key'}: not an EC private key")
+    return key, x509.load_pem_x509_certificate((directory / "ca.pem").read_bytes())
+
+
+def issue_client(
+    directory: Path,
+    name: str,
+    out: Path | None = None,
+    expired: bool = False,
+    days: int = 365,
+) -> ClientCertificate:
+    """Issue a client certificate (CN=``name``) from the site CA under ``directory``.
+
+    Written to ``out`` (default ``directory``) as ``client-<name>.pem`` and
+    ``client-<name>.key`` (0600); ``expired`` mints one whose validity ended yesterday.
+    """
+    ca_key, ca_cert = load_site_ca(directory)
+    start = _now() - datetime.timedelta(days=days + 1) if expired else None
+    key, cert = issue(ca_key, ca_cert, name, client=True, server=False, days=days, not_before=start)
+    target = out or directory
+    target.mkdir(parents=True, exist_ok=True)
+    files = ClientCertificate(target / f"client-{name}.pem", target / f"client-{name}.key", cert)
+    files.cert.write_bytes(cert_pem(cert))
+    write_private(files.key, key_pem(key))
+    return files
+
+
+def write_crl(
+    directory: Path, revoked: Sequence[x509.Certificate], out: Path | None = None
+) -> Path:
+    """Write a CRL signed by the site CA under ``directory`` revoking ``revoked``.
+
+    The file is ``crl.pem`` in ``out`` (default ``directory``); it is valid for 30 days.
+    """
+    ca_key, ca_cert = load_site_ca(directory)
+    now = _now()
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now - datetime.timedelta(minutes=5))
+        .next_update(now + datetime.timedelta(days=30))
+    )
+    for cert in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(cert.serial_number)
+            .revocation_date(now - datetime.timedelta(minutes=1))
+            .build()
+        )
+    crl = builder.sign(ca_key, hashes.SHA256())
+    path = (out or directory) / "crl.pem"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    os.replace(tmp, path)
+    return path
+
+
+def load_identity(cert: Path, key: Path | None = None) -> ssl.PrivateCertificate:
+    """A client identity from a certificate file and its key (or one PEM holding both)."""
+    data = cert.read_bytes() if key is None else key.read_bytes() + b"\n" + cert.read_bytes()
+    private: ssl.PrivateCertificate = ssl.PrivateCertificate.loadPEM(data)
+    return private

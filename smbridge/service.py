@@ -46,17 +46,20 @@ from smbridge.router.router import Router
 from smbridge.session.hook import HookRunner, load_hook
 from smbridge.session.registry import SessionRegistry
 from smbridge.transports.batch import WriteBatcher
+from smbridge.transports.client_certs import ClientCertificates
 from smbridge.transports.connection import ClientConnectionFactory
 from smbridge.transports.descriptors import DescriptorReserve
 from smbridge.transports.guard import ConnectionGuard, host_subnets, own_subnets_for
 from smbridge.transports.listener import SniffingFactory
 from smbridge.transports.prelogon import PrelogonLimits
+from smbridge.transports.relay_server import worker_relays
 from smbridge.transports.resumption import TicketKeys
 from smbridge.tunnel.tunnel import BridgeNames, TunnelService, registered_cic
 from smbridge.tunnel.uris import TableEight
 from smbridge.upstream.addresses import PINNED, NotifierEndpoints
 from smbridge.upstream.connector import UpstreamConnector
 from smbridge.upstream.load import LoadMeter
+from smbridge.workers.worker import WorkerService
 
 # The option that sets each listener's port, named when it cannot bind.
 LISTENER_OPTIONS = {
@@ -93,7 +96,12 @@ class BridgeService(MultiService):
         self.parse = parse
         self.batcher = WriteBatcher(reactor)
         self.registry = SessionRegistry(
-            reactor, config.identity.name, config.policy, config.linger, config.replay_bytes
+            reactor,
+            config.identity.name,
+            config.policy,
+            config.linger,
+            config.replay_bytes,
+            worker=config.worker_index if config.worker_count > 1 else None,  # ids name it
         )
         endpoints = NotifierEndpoints(
             [(str(a), _LazyTLSEndpoint(reactor, config, a)) for a in config.notifiers],
@@ -101,6 +109,8 @@ class BridgeService(MultiService):
             pinned=str(config.notifier) if config.switchover_mode == PINNED else None,
         )
         registration = config.identity.registration()
+        if self.is_worker:  # one of --workers N: one bridge in the roster (docs/operations.md)
+            registration.update(worker=config.worker_index, workers=config.worker_count)
         if config.switchover_mode == PINNED:
             registration["pinned"] = True  # a backup takes it too (docs/switchover.md)
         self.upstream = UpstreamConnector(
@@ -126,6 +136,7 @@ class BridgeService(MultiService):
         self.upstream.setName("upstream")  # type: ignore[no-untyped-call]
         self.upstream.setServiceParent(self)  # type: ignore[no-untyped-call]
         self.router = Router(self.registry, self.upstream, config.identity, config.max_watches)
+        self.router.set_piece_bytes(config.piece_bytes)  # docs/protocol.md, "Large answers"
         self.router.loaded = lambda: self.load.loaded  # the overloaded redirect (docs/roster.md)
         if config.session_hook:  # docs/lifecycle.md
             hook = load_hook(config.session_hook)
@@ -140,10 +151,27 @@ class BridgeService(MultiService):
             max_held_bytes=config.max_held_bytes,
         )
         self.router.parameter_listeners.append(self.connections.sender.configure)
+        if config.worker_count > 1:  # cross-worker ResumeSession (docs/lifecycle.md)
+            assert config.run_dir is not None
+            self.router.resumer.relay, relays = worker_relays(
+                reactor,
+                config.identity.name,
+                config.worker_index,
+                config.worker_count,
+                config.run_dir,
+                self.connections,
+            )
+            relays.setServiceParent(self)  # type: ignore[no-untyped-call]
         self.connections.sender.queue_snapshot = self._queue_snapshot
         self.listener: ListenerService | None = None
         self.admin: ListenerService | None = None
         self.sighup: SighupReloader | None = None
+        self.worker: WorkerService | None = None  # handoff, key names, parent watch
+        if self.is_worker:
+            self.worker = WorkerService(
+                reactor, config, lambda: self.tickets, self.router.counters, self._orphaned
+            )
+            self.worker.setServiceParent(self)  # type: ignore[no-untyped-call]
         # The connection guard (docs/roster.md); trusted sites follow the server parameter.
         # Built even when off (limit 0), so that a configuration reload can switch it on.
         self.guard = ConnectionGuard(
@@ -159,6 +187,8 @@ class BridgeService(MultiService):
         # source only when its TCP peer (the proxy) is one the guard trusts.
         self.router.throttle.settings = config.logon_throttle
         self.router.throttle.trusted_proxy = self.guard.is_trusted
+        if config.client_ca is not None:  # certificate logon (docs/client.md)
+            self.router.client_certs = ClientCertificates(config.client_ca, config.client_crl)
         # Before logon: deadlines and a small frame bound; the descriptor reserve pauses
         # the client listeners near RLIMIT_NOFILE (docs/operations.md).
         self.connections.prelogon = PrelogonLimits(
@@ -190,14 +220,14 @@ class BridgeService(MultiService):
         config, reactor = self.config, self.reactor
         ws = None
         if config.ws_port is not None:
-            ws = server_endpoint(reactor, config.ws_port, config.interface, config.backlog)
+            ws = self._client_endpoint(config.ws_port)
         wss_port = config.wss_port
 
         def wss() -> tuple[IStreamServerEndpoint, IOpenSSLServerConnectionCreator]:
             # Called at start: the certificate is read then, not at construction.
             assert wss_port is not None
-            endpoint = server_endpoint(reactor, wss_port, config.interface, config.backlog)
-            return endpoint, self._tls()  # the client port's tickets resume here too
+            # The client port's tickets resume here too.
+            return self._client_endpoint(wss_port, "wss"), self._tls()
 
         return TunnelService(
             self.connections,
@@ -208,12 +238,40 @@ class BridgeService(MultiService):
             wss if wss_port is not None else None,
         )
 
+    @property
+    def is_worker(self) -> bool:
+        """One of the supervisor's ``--workers N`` processes (``--worker I/N``)."""
+        return self.config.worker_count > 1
+
+    def _client_endpoint(self, port: int, tls: str | None = None) -> IStreamServerEndpoint:
+        """The client port's, ws's or wss's endpoint (SO_REUSEPORT in a worker).
+
+        ``tls`` (``"tls"``, ``"wss"``): in a worker, a resuming TLS client may be handed to
+        the worker that issued its ticket (smbridge/workers/handoff.py).
+        """
+        if self.worker is not None:
+            return self.worker.client_endpoint(port, tls)
+        return server_endpoint(self.reactor, port, self.config.interface, self.config.backlog)
+
+    def _admin_endpoint(self) -> IStreamServerEndpoint | None:
+        """The admin API's: ``--admin-port``, or a worker's private Unix socket."""
+        config = self.config
+        if self.worker is not None:
+            return self.worker.admin_endpoint()
+        if config.admin_port is None:
+            return None
+        return server_endpoint(self.reactor, config.admin_port, config.admin_interface)
+
     def _tls(self) -> TicketKeys:
         """The TLS of the client port and wss: one certificate, shared ticket keys."""
         if self.tickets is None:
             config = self.config
+            certs = self.router.client_certs  # certificate logon (transports/client_certs.py)
             self.tickets = pki.server_tickets(
-                config.tls.cert, self.reactor, config.tls_ticket_rotation
+                config.tls.cert,
+                self.reactor,
+                config.tls_ticket_rotation,
+                certs.configure if certs is not None else None,
             )
         return self.tickets
 
@@ -225,16 +283,14 @@ class BridgeService(MultiService):
             self.connections, options, self.config.allow_cleartext, self.guard, self.reserve
         )
         config = self.config
-        endpoint = server_endpoint(self.reactor, config.port, config.interface, config.backlog)
+        endpoint = self._client_endpoint(config.port, "tls")
         announce_backlog(config.backlog, somaxconn())
         self.listener = ListenerService("client-listener", endpoint, sniff, track=False)
         self.listener.setServiceParent(self)  # type: ignore[no-untyped-call]
-        if self.config.admin_port is not None:
-            endpoint = server_endpoint(
-                self.reactor, self.config.admin_port, self.config.admin_interface
-            )
+        admin = self._admin_endpoint()
+        if admin is not None:
             site = admin_site(self, self.config.admin_token, self.parse)
-            self.admin = ListenerService("admin-api", endpoint, site)
+            self.admin = ListenerService("admin-api", admin, site)
             self.admin.setServiceParent(self)  # type: ignore[no-untyped-call]
         self._start_listening_first()
         if self.config.config_file is not None:  # SIGHUP re-reads it (docs/operations.md)
@@ -258,6 +314,10 @@ class BridgeService(MultiService):
                 child.stopService()
             raise
         self._bound().addCallbacks(lambda _: self.upstream.startService(), self._bind_failed)
+
+    def _orphaned(self) -> None:
+        if self.reactor.running:
+            self.reactor.stop()  # twistd then stops the services: the usual shutdown
 
     def _client_ports(self) -> list[Any]:
         """The listening ports the descriptor reserve pauses: client port, ws, wss."""
@@ -305,7 +365,7 @@ class BridgeService(MultiService):
     @property
     def admin_port(self) -> int | None:
         """The admin API's bound port, when it listens."""
-        if self.admin is None or self.admin.port is None:
+        if self.admin is None or self.admin.port is None or self.is_worker:
             return None
         return int(self.admin.port.getHost().port)  # type: ignore[attr-defined]
 

@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# Not benchmarks of their own: the references the benchmarks start, and the fuzzer
-# (`make fuzz`, tests/test_codec_fuzz.py).
-NOT_BENCHES = {"fuzz"}
+# Not benchmarks of their own: the references the benchmarks start, the fuzzer
+# (`make fuzz`, tests/test_codec_fuzz.py) and the fan-out A/B tool (two trees).
+NOT_BENCHES = {"fuzz", "fanout_ab"}
 
 
 def make_benches() -> list[str]:

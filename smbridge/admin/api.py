@@ -6,17 +6,24 @@ The dashboard's static files (``/``, ``/dashboard.js``, ``/dashboard.css``) hold
 no data and are served without it; the page asks for the token when the API
 answers 401. Errors are JSON: ``{"error": "..."}``; a wrong method gets 405 with
 ``Allow``.
+
+No other site can drive a change (:func:`change_refusal`): a request that changes
+the bridge is refused when the browser says it comes from another site or origin,
+and, without a token, unless it comes from this host, names it as a loopback
+address and is JSON (which a cross-site form cannot send). The API grants no CORS.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 from collections.abc import Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
+from twisted.internet.address import UNIXAddress
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -38,6 +45,9 @@ STATIC = {
     b"/dashboard.js": ("dashboard.js", b"text/javascript; charset=utf-8"),
     b"/dashboard.css": ("dashboard.css", b"text/css; charset=utf-8"),
 }
+CSP = b"default-src 'self'; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'"
+SAFE_METHODS = (b"GET", b"HEAD")  # change nothing: no cross-site check
+SAME_SITE_FETCH = ("same-origin", "none")  # Sec-Fetch-Site values a change may carry
 MODE_FIELDS: dict[str, Any] = {"accept": str, "drain": bool, "spread": (int, float)}
 MAX_SPREAD = 3600.0
 DEFAULT_SPREAD = 30.0  # seconds over which a drain's Migrates are spread
@@ -71,6 +81,66 @@ def _body(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadInput(400, "the body must be a JSON object")
     return body
+
+
+def _loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _netloc(url: str) -> str | None:
+    try:
+        return urlsplit(url).netloc.lower()
+    except ValueError:
+        return None
+
+
+def change_refusal(
+    method: bytes, header: Callable[[bytes], bytes | None], peer: str | None, token: bool
+) -> tuple[int, str] | None:
+    """Why a request that changes the bridge is refused as possibly cross-site; None: taken.
+
+    ``header`` reads a request header (``Request.getHeader``), ``peer`` is the client's
+    address, ``token`` whether the API has a token (already checked by then). A browser
+    marks a request from another site (``Sec-Fetch-Site``) and from another origin
+    (``Origin`` other than the ``Host`` asked for). Without a token the change must come
+    from this host, to a loopback name (not a name an attacker re-pointed: DNS
+    rebinding), as JSON: a form or a ``text/plain`` post from another site cannot set
+    that content type without a preflight this API never grants.
+    """
+    if method in SAFE_METHODS:
+        return None
+    site = (header(b"sec-fetch-site") or b"").decode("latin-1").strip().lower()
+    if site and site not in SAME_SITE_FETCH:
+        return 403, f"a change sent from another site is refused (Sec-Fetch-Site: {site[:40]})"
+    host = (header(b"host") or b"").decode("latin-1").strip().lower()
+    origin = header(b"origin")
+    if origin is not None:
+        shown = origin.decode("latin-1").strip()[:100]
+        if shown.lower() == "null" or _netloc(shown) != host:
+            return 403, f"a change sent from another origin ({shown}) is refused"
+    if token:
+        return None
+    if not _loopback(peer):
+        return 403, "without an admin token, changes are taken from this host only"
+    if not _loopback(urlsplit("//" + host).hostname if _netloc("//" + host) else None):
+        return 403, (
+            f"without an admin token, a change must name this host as localhost or a "
+            f"loopback address (Host: {host[:100]})"
+        )
+    content_type = (header(b"content-type") or b"").split(b";")[0].strip().lower()
+    if content_type != b"application/json":
+        return 415, (
+            "send Content-Type: application/json: without an admin token a change must "
+            "be a JSON request, which a form on another site cannot send"
+        )
+    return None
 
 
 class AdminRoot(Resource):
@@ -120,14 +190,16 @@ class AdminRoot(Resource):
             return _json(request, 401, {"error": "a valid bearer token is required"})
         try:
             if path.startswith(b"/api/sessions/"):
-                return self._one_session(request, path[len(b"/api/sessions/") :])
-            route = self.routes.get(path)
-            if route is None:
+                methods: tuple[bytes, ...] = (b"GET", b"DELETE")
+                handler: Callable[[Request], bytes] = self._one_session
+            elif path in self.routes:
+                methods, handler = self.routes[path]
+            else:
                 return _json(
                     request, 404, {"error": f"no such resource: {path.decode(errors='replace')}"}
                 )
-            methods, handler = route
             self._allow(request, methods)
+            self._refuse_cross_site(request, path)
             return handler(request)
         except BadInput as e:
             return _json(request, e.code, {"error": e.message, **e.extra})
@@ -143,6 +215,26 @@ class AdminRoot(Resource):
                 f"use {' or '.join(m.decode() for m in methods)}",
             )
 
+    def _refuse_cross_site(self, request: Request, path: bytes) -> None:
+        address = request.getClientAddress()
+        if isinstance(address, UNIXAddress):  # a worker's private socket: its supervisor
+            return  # (0600 in a 0700 run dir; the supervisor checked the request itself)
+        peer = getattr(address, "host", None)
+        refusal = change_refusal(request.method, request.getHeader, peer, self.token is not None)
+        if refusal is None:
+            return
+        code, why = refusal
+        log.warn(
+            "Refused {method} {path} from {peer}: {why}",
+            method=request.method.decode(errors="replace"),
+            path=path.decode(errors="replace"),
+            peer=peer,
+            why=why,
+            code=code,
+            event="admin.refused",
+        )
+        raise BadInput(code, why)
+
     def _static(self, request: Request, path: bytes) -> bytes:
         if request.method not in (b"GET", b"HEAD"):
             request.setHeader(b"allow", b"GET, HEAD")
@@ -152,10 +244,7 @@ class AdminRoot(Resource):
         request.setHeader(b"content-type", content_type)
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-content-type-options", b"nosniff")
-        request.setHeader(
-            b"content-security-policy",
-            b"default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
-        )
+        request.setHeader(b"content-security-policy", CSP)
         return data
 
     # --- handlers -------------------------------------------------------------------
@@ -176,9 +265,9 @@ class AdminRoot(Resource):
         rows = session_rows(self.bridge)
         return _json(request, 200, {"count": len(rows), "sessions": rows})
 
-    def _one_session(self, request: Request, raw_id: bytes) -> bytes:
+    def _one_session(self, request: Request) -> bytes:
+        raw_id = request.path.rstrip(b"/")[len(b"/api/sessions/") :]
         session_id = unquote(raw_id.decode(errors="replace"))
-        self._allow(request, (b"GET", b"DELETE"))
         if request.method == b"DELETE":
             row = terminate(self.bridge, session_id)
             if row is None:

@@ -2,26 +2,41 @@
 
 Each bridge gets its own ``CollectorRegistry`` (never the global one), so several
 bridges in one process do not clash. The collector reads the bridge's parts at
-scrape time: the registry, the sender, the upstream link, the load meter and the
-event counts in ``bridge.router.counters`` (smbridge/counters.py). Every count there
+scrape time: the registry, the sender, the upstream link, the load meter, the
+event counts in ``bridge.router.counters`` (smbridge/counters.py) and the timing
+histograms in ``bridge.router.timings`` (smbridge/histograms.py). Every count there
 is exported, the known ones under the names docs/operations.md lists and any other
 as ``smbridge_<name>_total`` with its labels.
+
+The registry also holds prometheus_client's own ``ProcessCollector`` (already a
+dependency; it reads ``/proc/self`` at scrape time and exports the standard
+``process_*`` names every Prometheus client library uses: resident and virtual
+memory, CPU seconds, open and maximum fds, start time). On a system without
+``/proc`` it exports nothing.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CONTENT_TYPE_LATEST, ProcessCollector, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
 
 import smbridge
+from smbridge.admin.tenants import tenant_metrics
 
 if TYPE_CHECKING:
     from smbridge.admin.view import BridgeView
+    from smbridge.histograms import Histogram
 
 PREFIX = "smbridge_"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -38,9 +53,16 @@ KNOWN_COUNTS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "redirects": ("CreateSession answered with a redirect, by reason.", ("reason",)),
     "resumes": ("ResumeSession attempts, by outcome.", ("outcome",)),
+    "relays": (
+        "Connections relayed between workers for a ResumeSession (docs/lifecycle.md), by "
+        "outcome: relayed, worker-down, no-such-worker (relaying side); accepted, refused "
+        "(owner side).",
+        ("outcome",),
+    ),
     "connections_refused": ("Connections refused by the connection guard.", ("reason",)),
     "migrations": ("Migrate notices sent (drain, shutdown), by reason.", ("reason",)),
     "reloads": ("Configuration reloads (POST /api/reload, SIGHUP), by outcome.", ("outcome",)),
+    "refused_requests": ("Frames outside the client allow-list, answered unknown-request.", ()),
 }
 
 
@@ -61,6 +83,8 @@ class BridgeCollector(Collector):
         yield from self._counts()
         yield from self._sender()
         yield from self._upstream()
+        yield from self._timings()
+        yield from tenant_metrics(self.bridge.router.watches.tenancy, self.bridge.reactor.seconds())
 
     def _identity(self) -> Iterator[Metric]:
         bridge = self.bridge
@@ -168,6 +192,11 @@ class BridgeCollector(Collector):
             ("limiter_enabled", "limiterEnabled", "1 while the bandwidth limiter is enabled."),
             ("limiting", "limiting", "1 while the limiter is holding frames back."),
             ("safeguard_active", "safeguardActive", "1 while the memory safeguard is on."),
+            (
+                "safeguard_limit_bytes",
+                "maxPrivateBytes",
+                "Held bytes above which the memory safeguard switches on.",
+            ),
             ("suspended_queues", "suspendedQueues", "Queue watches suspended by the safeguard."),
         )
         for name, key, help_text in gauges:
@@ -213,11 +242,50 @@ class BridgeCollector(Collector):
             value=bridge.trimmer.returned_kb * 1024,
         )
 
+    def _timings(self) -> Iterator[Metric]:
+        timings = self.bridge.router.timings
+        families = (
+            (
+                "logon_duration_seconds",
+                "CreateSession received to its reply handed to the connection (refusals too).",
+                [((), timings.logon)],
+            ),
+            (
+                "request_duration_seconds",
+                "A request with a session, received to its answer handed to the connection, "
+                "by path (forwarded to the Notifier, or answered locally).",
+                [(("forwarded",), timings.forwarded), (("local",), timings.local)],
+            ),
+            (
+                "notification_delay_seconds",
+                "A Notifier event's publish stamp (at) to its bytes handed to the watchers' "
+                "connections, once per event.",
+                [((), timings.publish)],
+            ),
+            (
+                "resume_duration_seconds",
+                "ResumeSession received to its answer (and any replay) handed to the connection.",
+                [((), timings.resume)],
+            ),
+        )
+        for name, help_text, series in families:
+            labels = ["path"] if name == "request_duration_seconds" else None
+            family = HistogramMetricFamily(PREFIX + name, help_text, labels=labels)
+            for values, histogram in series:
+                family.add_metric(list(values), _buckets(histogram), histogram.sum)
+            yield family
+
+
+def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
+    """``(le, cumulative count)`` with ``le`` as Prometheus writes it (``0.005``, ``+Inf``)."""
+    return [("+Inf" if le == math.inf else repr(le), float(n)) for le, n in histogram.cumulative()]
+
 
 def bridge_registry(bridge: BridgeView) -> CollectorRegistry:
-    """A registry of its own with the bridge's collector (no process or GC collectors)."""
+    """A registry of its own: the bridge's collector and the process collector (no GC one)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(BridgeCollector(bridge))
+    ProcessCollector(registry=registry)
     return registry
 
 

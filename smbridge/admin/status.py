@@ -53,6 +53,8 @@ def status(bridge: BridgeView) -> dict[str, Any]:
         else {"usesNvx": tunnel.uses_nvx, "hasNvx": tunnel.has_nvx},
         "memory": {"returnedKb": bridge.trimmer.returned_kb},
         "sender": bridge.connections.sender.status(),
+        # Limits from the Notifier; use on this bridge (router/tenancy.py, docs/site-file.md).
+        "tenants": bridge.router.watches.tenancy.status(bridge.reactor.seconds()),
     }
 
 

@@ -15,7 +15,8 @@ Public names:
   client_type="smbridge-client")`` dials ``tls://HOST[:3952]``, ``tcp://HOST[:3952]``,
   ``ws://`` or ``wss://PROXY/[extra/]SERVER/session`` and fires with a :class:`BridgeClient`.
 - :class:`BridgeClient`: ``logon``, ``heartbeat``, ``get_version``, ``watch_queue``,
-  ``unwatch_queue``, ``get_directory``, ``get_resource_uri``, ``download``,
+  ``unwatch_queue``, ``get_directory`` (every page), ``get_directory_page``,
+  ``get_resource_uri``, ``download``,
   ``request((objectType, eventId), body)``,
   ``add_listener`` / ``remove_listener`` (``listener(name, frame)``), ``logoff``,
   ``close``, ``closed``, ``session_id``. After logon it heartbeats on its own.
@@ -27,8 +28,10 @@ Public names:
 - :func:`logon_anywhere` ``(reactor, "tls://HOST", user, password, *, cache=None,
   ca=None, **logon)`` logs on at the typed host or wherever the roster leads, and
   :class:`RosterCache` ``(directory)`` keeps each site's roster (docs/roster.md).
-- :class:`SessionKeeper` ``(reactor, "tls://HOST", user, password, *, ca=None,
-  cache=None, ...)``: one logical session across dropped connections (ResumeSession,
+  ``logon-failed`` and ``tenant-limit`` stop it at once (no other bridge is tried).
+- :class:`SessionKeeper` ``(reactor, "tls://HOST", user, password="", *, ca=None,
+  cert=None, key=None, cache=None, ...)`` (``cert``: every logon by that client
+  certificate): one logical session across dropped connections (ResumeSession,
   then a fresh logon by the reconnect order, watches restored) and Migrate; listeners
   get every notification exactly once, in order (docs/client.md).
   :class:`KeeperEvent` is what its event listeners receive.

@@ -36,6 +36,10 @@ log = Logger()
 Dial = Callable[[dict[str, Any]], "defer.Deferred[Any]"]
 THROTTLED_RETRIES = 3  # logon-throttled: the same target again, this many times at most
 MAX_RETRY_AFTER = 300.0  # seconds; a longer retryAfter is capped
+# Answers that hold at every bridge of the site (the Notifier decides them): the logon
+# fails at once, no other bridge is tried. ``tenant-limit``: the user's tenant is over
+# a limit (issue 18); the keeper's reconnect rounds retry it later, after their pauses.
+SITE_WIDE_REFUSALS = frozenset({"logon-failed", "tenant-limit"})
 
 
 def retry_after(body: dict[str, Any]) -> float:
@@ -67,15 +71,23 @@ class Landing:
 
 
 def default_dial(
-    reactor: Any, typed_host: str, ca: Path | None, typed: BridgeAddress | None = None
+    reactor: Any,
+    typed_host: str,
+    ca: Path | None,
+    typed: BridgeAddress | None = None,
+    *,
+    cert: Path | None = None,
+    key: Path | None = None,
 ) -> Dial:
     """Dial a target the way the user came in (``typed``; default ``tls://typed_host``).
 
     A target's ``uri`` (roster entries sent to WebSocket clients) is dialed as is; a
     raw address of the typed host is dialed with the typed scheme and path and presents
-    the typed host's certificate (:mod:`smbridge.client.reach`).
+    the typed host's certificate (:mod:`smbridge.client.reach`). ``cert`` (and ``key``)
+    is a client certificate presented on every connection (certificate logon).
     """
-    return dialer(reactor, typed or BridgeAddress("tls", typed_host, DEFAULT_TLS_PORT), ca)
+    typed = typed or BridgeAddress("tls", typed_host, DEFAULT_TLS_PORT)
+    return dialer(reactor, typed, ca, cert=cert, key=key)
 
 
 @defer.inlineCallbacks
@@ -91,7 +103,8 @@ def try_in_order(
 ) -> Any:
     """Dial and log on along ``plan`` until one target takes the logon; fires with a Landing.
 
-    ``logon-failed`` fails at once (never tried elsewhere). A ``redirect``, when
+    ``logon-failed`` and ``tenant-limit`` fail at once (never tried elsewhere: the
+    Notifier gives the same answer at every bridge). A ``redirect``, when
     ``redirect`` is given, puts the targets it returns that are neither tried nor
     still planned right after the current one. Every other failure moves on; when
     the plan is done the result is ClientError ``no-bridge`` (``attempts``: what
@@ -125,7 +138,7 @@ def try_in_order(
         except ClientError as e:
             yield client.close()
             attempts.append({**target, "error": e.code, "reason": e.body.get("reason")})
-            if e.code == "logon-failed":
+            if e.code in SITE_WIDE_REFUSALS:
                 raise
             if e.code == "logon-throttled" and throttled.get(key(target), 0) < THROTTLED_RETRIES:
                 throttled[key(target)] = throttled.get(key(target), 0) + 1
@@ -229,8 +242,8 @@ def logon_anywhere(
 ) -> Any:
     """Log on at the typed ``tls://HOST[:PORT]`` (or ``wss://`` URI) or where the roster leads.
 
-    Fires with ``(client, reply)``. Fails with the ``logon-failed`` ClientError at
-    once (never tried elsewhere), or with ClientError ``no-bridge`` (``attempts``:
+    Fires with ``(client, reply)``. Fails with the ``logon-failed`` or ``tenant-limit``
+    ClientError at once (never tried elsewhere), or with ClientError ``no-bridge`` (``attempts``:
     what each target answered) when every target failed.
     """
     landing = yield first_logon(

@@ -14,7 +14,9 @@ keeps the session going without the application's help:
   (:func:`~smbridge.client.order.reconnect_plan`: the top group ``top_tries`` times,
   then the full list), then every watch the application holds is re-issued and
   ``resynchronised`` (reason ``relogged``) carries their snapshots. A
-  ``logon-failed`` answer stops it (``ended``); nothing else does.
+  ``logon-failed`` answer stops it (``ended``); nothing else does. ``tenant-limit``
+  (the tenant is full, site-wide) ends that plan at once; the next one follows after
+  its pause, as limits free up.
 - **Migrate**: a fresh logon on the first bridge of the notice's roster that takes
   it (each once; redirects followed), watches restored (``migrated``, then
   ``resynchronised``), then DestroySession of the old session.
@@ -29,6 +31,9 @@ A heartbeat unanswered for ``heartbeat_timeout`` seconds (default 60) counts as 
 dropped connection, so a network that dies silently is noticed too; a CreateSession
 or ResumeSession unanswered for ``request_timeout`` seconds (default 30) counts as a
 failed attempt.
+
+With ``cert`` (and ``key``) every connection presents that client certificate and
+every logon is a certificate logon (``auth: certificate``, no password).
 
 The password is kept in memory, for these automatic logons only; it is never
 written anywhere nor logged, and neither is the resume token. Requests made while

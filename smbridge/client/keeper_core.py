@@ -17,6 +17,8 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from smbridge.client.continued import gather
+from smbridge.client.directory import read_directory
 from smbridge.client.discovery import (
     Dial,
     Landing,
@@ -45,7 +47,9 @@ from smbridge.client.uri import parse_bridge_uri
 from smbridge.client.watchset import WatchSet
 from smbridge.codec import Frame, name_of
 from smbridge.codec.catalog import (
+    GET_DIRECTORY,
     MIGRATE,
+    QUEUE_CHANGED,
     SESSION_TERMINATED,
     UNWATCH_QUEUE,
     WATCH_QUEUE,
@@ -65,9 +69,11 @@ class KeeperCore:
         reactor: Any,
         typed: str,
         user: str,
-        password: str,
+        password: str = "",
         *,
         ca: Path | None = None,
+        cert: Path | None = None,
+        key: Path | None = None,
         cache: RosterCache | None = None,
         dial: Dial | None = None,
         resolve: Callable[[str, int], defer.Deferred[list[str]]] = resolve_all,
@@ -89,10 +95,13 @@ class KeeperCore:
         self._host, self._port = address.host, address.port
         self.user = user
         self._password = password  # memory only, for automatic logons; never logged
+        self.cert = cert  # set: every logon is by this client certificate, no password
         self._options = {"host": self._host, **logon}
         self._cache = cache
         self._dial: Dial = (
-            dial if dial is not None else default_dial(reactor, self._host, ca, address)
+            dial
+            if dial is not None
+            else default_dial(reactor, self._host, ca, address, cert=cert, key=key)
         )
         self._resolve = resolve
         self._rng = rng
@@ -200,11 +209,23 @@ class KeeperCore:
         return self._when_connected().addCallback(send).addErrback(refused)
 
     def watch_queue(self, name: str) -> defer.Deferred[dict[str, Any]]:
-        """WatchQueue, remembered; fires with the snapshot ``{queue, interactions}``."""
-        return self.request(WATCH_QUEUE, {"queue": name})
+        """WatchQueue, remembered; fires with the whole snapshot ``{queue, interactions}``."""
+
+        def whole(reply: dict[str, Any]) -> defer.Deferred[dict[str, Any]]:
+            assert self.client is not None
+            return gather(self.client, reply, QUEUE_CHANGED, "queue", "interactions")
+
+        return self.request(WATCH_QUEUE, {"queue": name}).addCallback(whole)
 
     def unwatch_queue(self, name: str) -> defer.Deferred[dict[str, Any]]:
         return self.request(UNWATCH_QUEUE, {"queue": name})
+
+    def get_directory(self, name: str) -> defer.Deferred[dict[str, Any]]:
+        """Every entry of a directory, its pages followed (client/directory.py)."""
+        d: defer.Deferred[dict[str, Any]] = read_directory(
+            lambda body: self.request(GET_DIRECTORY, body), name
+        )
+        return d
 
     def logoff(self) -> defer.Deferred[None]:
         """End for good: stop reconnecting, DestroySession, close."""
@@ -273,7 +294,11 @@ class KeeperCore:
 
     # --- connections -------------------------------------------------------------------
     def _logon(self, client: BridgeClient) -> defer.Deferred[dict[str, Any]]:
-        return self._timed(client, client.logon(self.user, self._password, **self._options))
+        if self.cert is not None:  # the connection presented the certificate (default_dial)
+            logon = client.logon_certificate(self.user or None, **self._options)
+        else:
+            logon = client.logon(self.user, self._password, **self._options)
+        return self._timed(client, logon)
 
     def _timed(
         self, client: BridgeClient, d: defer.Deferred[dict[str, Any]]

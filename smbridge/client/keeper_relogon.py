@@ -9,6 +9,7 @@ from typing import Any
 
 from twisted.internet import defer
 
+from smbridge.client.continued import gather
 from smbridge.client.discovery import (
     Landing,
     resolve_quietly,
@@ -19,7 +20,10 @@ from smbridge.client.keeper_state import CONNECTION_CODES, KeeperEvent, State
 from smbridge.client.order import reconnect_plan
 from smbridge.client.protocol import ClientError
 from smbridge.client.session import BridgeClient
+from smbridge.codec.catalog import QUEUE_CHANGED, WATCH_QUEUE
 from smbridge.roster.attempts import attempt_groups
+
+_QUEUE_PIECES = (QUEUE_CHANGED, "queue", "interactions")  # gather()'s WatchQueue arguments
 
 
 class RelogonSteps(KeeperCore):
@@ -61,9 +65,16 @@ class RelogonSteps(KeeperCore):
                     return
                 rounds += 1
                 if self.rounds is not None and rounds >= self.rounds:
-                    self._end("no-bridge")
+                    self._end("no-bridge" if e.code != "tenant-limit" else "tenant-limit")
                     return
-                self.log.info("No bridge took the logon; trying again", event="keeper.round")
+                if e.code == "tenant-limit":  # limits free up: the next round, after its pause
+                    self.log.info(
+                        "Tenant over its {limit} limit; trying again later",
+                        limit=e.body.get("limit"),
+                        event="keeper.tenant_limit",
+                    )
+                else:
+                    self.log.info("No bridge took the logon; trying again", event="keeper.round")
                 continue
             yield self._fresh(landing, "relogged")
 
@@ -82,6 +93,8 @@ class RelogonSteps(KeeperCore):
         for message, body in self.watches.restore_requests():
             try:
                 reply = yield landing.client.request(message, body)
+                if message == WATCH_QUEUE:  # a large queue: its pieces (client/continued.py)
+                    reply = yield gather(landing.client, reply, *_QUEUE_PIECES)
             except ClientError as e:
                 if e.code in CONNECTION_CODES:
                     break

@@ -50,8 +50,8 @@ class KeeperEvent:
     lost), ``relogged`` / ``migrated`` (a new session on ``server``),
     ``resynchronised`` (rebuild your view: ``snapshots`` maps each watch's topic to
     its fresh snapshot; with reason ``gap`` the snapshots follow as notifications),
-    ``ended`` (for good: ``reason`` is ``logoff``, ``logon-failed``, ``no-bridge``
-    or ``terminated:<reason>``).
+    ``ended`` (for good: ``reason`` is ``logoff``, ``logon-failed``, ``no-bridge``,
+    ``tenant-limit`` or ``terminated:<reason>``).
     """
 
     kind: str

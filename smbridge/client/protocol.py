@@ -77,6 +77,7 @@ class BridgeProtocol(Protocol):
         self._close_reason: Exception | None = None
         self._last_error: ClientError | None = None
         self.ready: Deferred[BridgeProtocol] = Deferred()
+        self.largest_frame = 0  # bytes of the largest frame received (header included)
 
     # --- Twisted hooks -------------------------------------------------------------
     def connectionMade(self) -> None:
@@ -92,6 +93,8 @@ class BridgeProtocol(Protocol):
             if isinstance(event, BadFrame):
                 self._bad_frame(event)
                 return
+            if len(event.payload) + 14 > self.largest_frame:
+                self.largest_frame = len(event.payload) + 14
             self._frame(event)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:

@@ -50,8 +50,16 @@ def address_of(target: dict[str, Any], typed: BridgeAddress) -> tuple[BridgeAddr
     return BridgeAddress(scheme, host, port), None
 
 
-def dialer(reactor: Any, typed: BridgeAddress, ca: Path | None) -> Dial:
-    """The keeper's and ``logon_anywhere``'s default ``dial`` for a typed address."""
+def dialer(
+    reactor: Any,
+    typed: BridgeAddress,
+    ca: Path | None,
+    *,
+    cert: Path | None = None,
+    key: Path | None = None,
+) -> Dial:
+    """The keeper's and ``logon_anywhere``'s default ``dial`` for a typed address;
+    ``cert``/``key``: a client certificate every connection presents."""
     from smbridge.client.session import connect
 
     def dial(target: dict[str, Any]) -> defer.Deferred[Any]:
@@ -59,7 +67,7 @@ def dialer(reactor: Any, typed: BridgeAddress, ca: Path | None) -> Dial:
             address, name = address_of(target, typed)
         except (ValueError, ClientError) as e:
             return defer.fail(e)
-        return connect(reactor, address, ca=ca, hostname=name)
+        return connect(reactor, address, ca=ca, hostname=name, cert=cert, key=key)
 
     return dial
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import ssl
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.interfaces import IReactorTime
@@ -24,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from smbridge import __version__, pki
-from smbridge.client.download import fetch
+from smbridge.client.calls import ClientCalls
 from smbridge.client.protocol import BridgeProtocol, ClientError
 from smbridge.client.uri import BridgeAddress, parse_bridge_uri
 from smbridge.client.ws import DEFAULT_CLIENT_TYPE, dial
@@ -32,14 +31,9 @@ from smbridge.codec import Frame, name_of
 from smbridge.codec.catalog import (
     CREATE_SESSION,
     DESTROY_SESSION,
-    GET_DIRECTORY,
-    GET_RESOURCE_URI,
-    GET_VERSION,
     HEARTBEAT,
     RESUME_SESSION,
     SESSION_TERMINATED,
-    UNWATCH_QUEUE,
-    WATCH_QUEUE,
     MessageType,
 )
 
@@ -55,8 +49,12 @@ class ResumeState:
     received: int
 
 
-class BridgeClient:
-    """A connection to one bridge and, after :meth:`logon`, one session on it."""
+class BridgeClient(ClientCalls):
+    """A connection to one bridge and, after :meth:`logon`, one session on it.
+
+    The catalog's calls (``watch_queue``, ``get_directory``, ``download``...) are
+    :class:`~smbridge.client.calls.ClientCalls`'; the session's life is here.
+    """
 
     log = Logger()
 
@@ -115,6 +113,7 @@ class BridgeClient:
         client_app: str = "smbridge-client",
         client_version: str = __version__,
         host: str | None = None,
+        _auth: str = "password",
     ) -> Deferred[dict[str, Any]]:
         """Send CreateSession; fires with the bridge's reply (which holds the resumeToken).
 
@@ -131,6 +130,11 @@ class BridgeClient:
             "clientVersion": client_version,
             "notifyImminent": notify_imminent,
         }
+        if _auth == "certificate":  # logon_certificate: no password, the user optional
+            body["auth"] = "certificate"
+            del body["password"]
+            if not user:
+                del body["user"]
         if host is None and self.address is not None:
             host = self.address.host
         optional = {
@@ -142,6 +146,17 @@ class BridgeClient:
         body.update({k: v for k, v in optional.items() if v is not None})
         self.log.info("Logging on as {user}", user=user, event="client.logon")
         return self.request(CREATE_SESSION, body).addCallback(self._logged_on)
+
+    def logon_certificate(
+        self,
+        user: str | None = None,
+        *,
+        station: str | None = None,
+        **options: Any,
+    ) -> Deferred[dict[str, Any]]:
+        """CreateSession by this connection's client certificate, without a password
+        (docs/client.md, "Certificate logon"); ``options`` are :meth:`logon`'s."""
+        return self.logon(user or "", "", station=station, _auth="certificate", **options)
 
     @property
     def resume_state(self) -> ResumeState | None:
@@ -262,49 +277,6 @@ class BridgeClient:
 
         return d.addErrback(retry)
 
-    def get_version(self) -> Deferred[dict[str, Any]]:
-        return self.request(GET_VERSION, {})
-
-    def watch_queue(self, name: str) -> Deferred[dict[str, Any]]:
-        """WatchQueue; fires with the snapshot ``{queue, interactions}``; QueueChanged follows."""
-        return self.request(WATCH_QUEUE, {"queue": name})
-
-    def unwatch_queue(self, name: str) -> Deferred[dict[str, Any]]:
-        return self.request(UNWATCH_QUEUE, {"queue": name})
-
-    def get_directory(self, name: str) -> Deferred[dict[str, Any]]:
-        """GetDirectory; fires with ``{name, entries}``."""
-        return self.request(GET_DIRECTORY, {"name": name})
-
-    # --- resources (Table 8) ---------------------------------------------------------
-    def get_resource_uri(self, kind: str, path: str) -> Deferred[str]:
-        """GetResourceUri; fires with the URI of ``path`` under ``kind`` (``httpsecure``...)."""
-        d = self.request(GET_RESOURCE_URI, {"kind": kind, "path": path})
-        return d.addCallback(lambda reply: str(reply["uri"]))
-
-    def download(
-        self, kind: str, path: str, *, timeout: float = 30, max_bytes: int = 16 << 20
-    ) -> Deferred[tuple[str, bytes]]:
-        """Ask the bridge for the URI of a resource and fetch it with treq.
-
-        Fires with ``(uri, content)``; fails with ClientError ``download-failed`` (its
-        body holds ``status`` and ``uri``). HTTPS is verified against the ``ca`` given
-        to :func:`connect`, else the platform's trust store.
-        """
-
-        def fetched(uri: str) -> Deferred[tuple[str, bytes]]:
-            d = fetch(
-                self._clock,
-                uri,
-                ca=self.ca,
-                client_type=self.client_type,
-                timeout=timeout,
-                max_bytes=max_bytes,
-            )
-            return d.addCallback(lambda content: (uri, content))
-
-        return self.get_resource_uri(kind, path).addCallback(fetched)
-
     # --- notifications -------------------------------------------------------------
     def add_listener(self, listener: NotificationListener) -> None:
         """Call ``listener(name, frame)`` for every notification (``frame.body`` is the payload)."""
@@ -390,6 +362,8 @@ def connect(
     hostname: str | None = None,
     timeout: float = 10,
     client_type: str = DEFAULT_CLIENT_TYPE,
+    cert: Path | None = None,
+    key: Path | None = None,
 ) -> Deferred[BridgeClient]:
     """Dial a bridge URI; fires with a :class:`BridgeClient` once the stream is ready.
 
@@ -400,7 +374,8 @@ def connect(
     ``hostname`` overrides the name checked (by default the URI's host). The Deferred
     fails with ``ConnectError`` subclasses, ClientError ``connection-lost`` when TLS
     fails, or ClientError ``handshake-refused`` (with ``status``) when the WebSocket
-    handshake is refused.
+    handshake is refused. ``cert`` (with ``key``, or a PEM holding both) is a client
+    certificate presented in the TLS handshake, for :meth:`BridgeClient.logon_certificate`.
     """
     try:
         address = uri if isinstance(uri, BridgeAddress) else parse_bridge_uri(uri)
@@ -408,15 +383,13 @@ def connect(
         return fail(e)
     if address.websocket:
         protocol, connecting = dial(
-            reactor, address, ca=ca, hostname=hostname, timeout=timeout, client_type=client_type
-        )
+            reactor, address, ca=ca, hostname=hostname, timeout=timeout, client_type=client_type,
+            cert=cert, key=key,
+        )  # fmt: skip
     else:
         endpoint: Any = HostnameEndpoint(reactor, address.host, address.port, timeout=timeout)
         if address.tls:
-            name = hostname or address.host
-            options = (
-                pki.client_options(name, ca) if ca is not None else ssl.optionsForClientTLS(name)
-            )
+            options = pki.client_options(hostname or address.host, ca, cert, key)
             endpoint = wrapClientTLS(options, endpoint)
         protocol = BridgeProtocol(tls=address.tls)
         connecting = connectProtocol(endpoint, protocol)

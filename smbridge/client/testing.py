@@ -223,7 +223,17 @@ class FakeBridge:
         if self.throttle:
             error("logon-throttled", "too many failed logons", retryAfter=self.throttle.pop(0))
             return
-        if body.get("password") != self.site.password:
+        self.site.logons.append({k: v for k, v in body.items() if k != "password"})
+        if self.site.refusal is not None:  # a site-wide answer (tenant-limit, ...)
+            code, extra = self.site.refusal
+            error(code, f"refused: {code}", **extra)
+            return
+        if body.get("auth") == "certificate":
+            if self.site.certificate_user is None:
+                error("logon-failed", "no certificate", reason="no-certificate")
+                return
+            body = {**body, "user": body.get("user") or self.site.certificate_user}
+        elif body.get("password") != self.site.password:
             error("logon-failed", "wrong user or password", reason="bad-credentials")
             return
         if not self.accept:
@@ -308,6 +318,11 @@ class FakeSite:
         self.bridges: list[FakeBridge] = []
         self.queues: dict[str, list[dict[str, Any]]] = {}
         self.dialed: list[str] = []  # "host:port" (or the uri) of every dial, in order
+        self.logons: list[dict[str, Any]] = []  # every CreateSession body, password left out
+        # Set: every CreateSession of every bridge answers this error (code, extra fields).
+        self.refusal: tuple[str, dict[str, Any]] | None = None
+        # The user a certificate logon ("auth": "certificate") maps to; None: refused.
+        self.certificate_user: str | None = None
 
     def add(
         self,

@@ -138,6 +138,8 @@ def dial(
     timeout: float,
     client_type: str = DEFAULT_CLIENT_TYPE,
     max_frame: int = DEFAULT_MAX_FRAME,
+    cert: Path | None = None,
+    key: Path | None = None,
 ) -> tuple[BridgeProtocol, Deferred[Any]]:
     """Connect; returns the BridgeProtocol and the Deferred of the TCP (and TLS) connection.
 
@@ -146,7 +148,11 @@ def dial(
     endpoint: Any = HostnameEndpoint(reactor, address.host, address.port, timeout=timeout)
     if address.tls:
         name = hostname or address.host
-        options = pki.client_options(name, ca) if ca is not None else ssl.optionsForClientTLS(name)
+        options = (
+            pki.client_options(name, ca, cert, key)  # cert: a client certificate to present
+            if ca is not None or cert is not None
+            else ssl.optionsForClientTLS(name)
+        )
         endpoint = wrapClientTLS(options, endpoint)
     bridge = BridgeProtocol(tls=False, max_frame=max_frame)
     factory = BridgeWebSocketFactory(bridge, websocket_url(address), client_type, reactor)

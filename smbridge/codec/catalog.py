@@ -86,6 +86,8 @@ LINK_PARAMETERS_CHANGED = (200, 8)
 LINK_ROSTER_CHANGED = (200, 9)  # Notifier -> every registered bridge (docs/roster.md)
 LINK_BRIDGE_CHANGED = (200, 10)  # bridge -> Notifier: its accept mode changed at run time
 LINK_SET_ACCEPT = (200, 11)  # Notifier -> one bridge: switch your accept mode
+LINK_TENANTS_CHANGED = (200, 20)  # Notifier -> every bridge: tenants' limits (docs/site-file.md)
+LINK_SNAPSHOT_PART = (200, 12)  # Notifier -> bridge: the next piece of a Subscribe answer
 
 H, M, L = Priority.HIGH, Priority.MEDIUM, Priority.LOW
 
@@ -185,6 +187,8 @@ LINK_NAMES: dict[MessageType, str] = {
     LINK_ROSTER_CHANGED: "RosterChanged",
     LINK_BRIDGE_CHANGED: "BridgeChanged",
     LINK_SET_ACCEPT: "SetAccept",
+    LINK_TENANTS_CHANGED: "TenantsChanged",
+    LINK_SNAPSHOT_PART: "SnapshotPart",
 }
 
 

@@ -1,15 +1,18 @@
-"""Logons against the site's users: PBKDF2 checks with a cache of successes."""
+"""Logons against the site's users: PBKDF2 checks with a cache of successes, and client
+certificates the bridge verified (mapped to users by site_certs.py)."""
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, NoReturn
 
 from twisted.logger import Logger
 
-from smbridge.errors import LogonFailed
+from smbridge.errors import BadRequest, LogonFailed
 from smbridge.notifier.passwords import hash_password, verify_password
 from smbridge.notifier.site import Site
+from smbridge.notifier.site_certs import CertificateIndex
+from smbridge.notifier.site_types import User
 
 _AUTH_CACHE_LIMIT = 100_000
 
@@ -23,6 +26,7 @@ class Authenticator:
         self.site = site
         self._verified: set[tuple[bytes, str]] = set()
         self._dummy_hash: str | None = None
+        self._index: CertificateIndex | None = None  # users by certificate, built at first use
 
     def authenticate(self, user: str, password: str, station: str | None = None) -> dict[str, Any]:
         """Check a logon; raise :class:`LogonFailed` with ``reason`` per the link contract."""
@@ -37,6 +41,53 @@ class Authenticator:
                 reason="bad-credentials",
             )
             raise LogonFailed("wrong user name or password", reason="bad-credentials")
+        if u.require_certificate:  # checked after the password: no hint that the user exists
+            self._refuse(user, "certificate-required", "this user must log on with a certificate")
+        return self._answer(u, station)
+
+    def authenticate_certificate(
+        self, certificate: Any, station: str | None = None, user: str | None = None
+    ) -> dict[str, Any]:
+        """A logon by the client certificate the bridge verified: the user it maps to.
+
+        ``certificate`` is ``{subject, fingerprint, ...}``; ``user``, when the client
+        named one, must be the user the certificate maps to. Refused with reason
+        ``certificate-unknown`` when no user (or another user) maps to it.
+        """
+        if not isinstance(certificate, dict):
+            raise BadRequest("certificate must be an object")
+        subject, fingerprint = certificate.get("subject"), certificate.get("fingerprint")
+        if not isinstance(subject, str) or not isinstance(fingerprint, str):
+            raise BadRequest("certificate needs subject and fingerprint strings")
+        if self._index is None:
+            self._index = CertificateIndex(
+                (u.id, u.certificate) for u in self.site.users.values() if u.certificate
+            )
+        found = self._index.find(subject, fingerprint)
+        if user is not None:
+            found = [uid for uid in found if uid == user]
+        if len(found) != 1:
+            self._refuse(
+                subject[:128],
+                "certificate-unknown",
+                "no user is registered for this certificate"
+                if not found
+                else "this certificate maps to several users: name one",
+            )
+        return self._answer(self.site.users[found[0]], station)
+
+    def _refuse(self, user: str, reason: str, message: str) -> NoReturn:
+        self.log.info(
+            "Logon of {user} refused: {reason}",
+            user=user,
+            event="notifier.auth.refused",
+            reason=reason,
+        )
+        raise LogonFailed(message, reason=reason)
+
+    def _answer(self, u: User, station: str | None) -> dict[str, Any]:
+        """The Authenticate answer for ``u`` (the station checked)."""
+        user = u.id
         st = None
         if station:
             st = self.site.stations.get(station)

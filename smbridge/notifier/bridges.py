@@ -2,7 +2,15 @@
 
 Bridges register on their link; a record stays (marked disconnected) after the
 link drops, so the roster keeps listing it. Sessions are what bridges report with
-SessionOpened/SessionClosed, forgotten when their bridge's link drops. In a pair
+SessionOpened/SessionClosed, forgotten when their bridge's link drops.
+
+A bridge of several worker processes on one host (``twistd smbridge --workers N``)
+registers once per worker, each on its own link, with ``worker`` (its index) and
+``workers`` (N) in Register. They make **one** record: the bridge is connected
+while any of its worker links is up, its sessions are counted over all of them, its
+accept mode is one value, and a SetAccept for it goes to every worker link. A
+register without ``workers`` (or with another N) replaces the record, as the same
+name on a new link always did. In a pair
 the roster also holds the bridges the other Notifier knows (``peer_bridges``,
 notifier/pair_roster.py), and retirements are times shared by both sides.
 """
@@ -16,6 +24,8 @@ from typing import Any, Protocol
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from smbridge.codec.catalog import LINK_SET_ACCEPT
+from smbridge.codec.frames import Kind, encode
 from smbridge.errors import BadRequest, NotFound
 from smbridge.notifier.pair_roster import Known, combine
 from smbridge.notifier.site import BRIDGE_KINDS, Site
@@ -36,13 +46,31 @@ class BridgeRecord:
     info: dict[str, Any]
     peer: str
     registered_at: float
-    link: Subscriber | None
+    link: Subscriber | None  # a live link of the bridge (its first worker's), None: down
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     cic: str = ""  # the CIC server whose Notifier it registered with
+    workers: int = 1  # worker processes the bridge runs (Register's ``workers``)
+    links: dict[Subscriber, int] = field(default_factory=dict)  # live link -> worker index
+    session_links: dict[str, Subscriber] = field(default_factory=dict)  # session -> its link
+
+    def __post_init__(self) -> None:
+        if self.link is not None and not self.links:
+            self.links[self.link] = 0
 
     @property
     def connected(self) -> bool:
         return self.link is not None
+
+    def drop_link(self, link: Subscriber) -> None:
+        """Forget a worker link and the sessions opened on it."""
+        self.links.pop(link, None)
+        for session_id in [s for s, on in self.session_links.items() if on is link]:
+            self.session_links.pop(session_id, None)
+            self.sessions.pop(session_id, None)
+        self.link = next(iter(self.links), None)
+        if self.link is None:
+            self.sessions.clear()
+            self.session_links.clear()
 
     @property
     def accepting(self) -> bool:
@@ -50,6 +78,31 @@ class BridgeRecord:
 
     def known(self) -> Known:
         return Known(self.name, dict(self.info), self.registered_at, self.connected, self.cic)
+
+
+class _EveryLink:
+    """Every worker link of one bridge as one Subscriber (a SetAccept reaches them all)."""
+
+    def __init__(self, links: list[Subscriber]) -> None:
+        self.links = links
+
+    def send_event(self, sub_id: int, frame: bytes) -> None:
+        for link in self.links:
+            link.send_event(sub_id, frame)
+
+
+def worker_of(bridge_info: dict[str, Any]) -> tuple[int, int]:
+    """Register's ``worker`` and ``workers`` (0 and 1 when absent); BadRequest when wrong."""
+    worker, workers = bridge_info.get("worker", 0), bridge_info.get("workers", 1)
+    for value in (worker, workers):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise BadRequest("worker and workers must be integers")
+    if not 0 <= worker < workers <= MAX_WORKERS:
+        raise BadRequest(f"need 0 <= worker < workers <= {MAX_WORKERS}")
+    return worker, workers
+
+
+MAX_WORKERS = 64
 
 
 class Bridges:
@@ -89,9 +142,15 @@ class Bridges:
             raise BadRequest(f"kind must be one of {', '.join(BRIDGE_KINDS)}")
         if link in self._link_bridge:
             raise BadRequest("this link is already registered")
+        worker, workers = worker_of(bridge_info)
         old = self.records.get(name)
+        if old is not None and old.connected and workers > 1 and old.workers == workers:
+            self._join(old, dict(bridge_info), link, worker, peer)
+            return
+        if old is not None:
+            for old_link in list(old.links):
+                self._link_bridge.pop(old_link, None)
         if old is not None and old.link is not None:
-            self._link_bridge.pop(old.link, None)
             self.log.warn(
                 "Bridge {bridge} registered again from {peer}; the older link is "
                 "no longer its registration",
@@ -100,14 +159,43 @@ class Bridges:
                 event="notifier.bridge.replaced",
             )
         now = self.clock.seconds()
-        self.records[name] = BridgeRecord(name, dict(bridge_info), peer, now, link, cic=cic)
+        record = BridgeRecord(name, dict(bridge_info), peer, now, link, cic=cic, workers=workers)
+        record.links = {link: worker}
+        self.records[name] = record
         self.retired.pop(name, None)
         self._link_bridge[link] = name
         self.log.info(
             "Bridge {bridge} registered from {peer}",
             bridge=name,
             peer=peer,
+            worker=worker if workers > 1 else None,
             event="notifier.bridge.registered",
+        )
+
+    def _join(
+        self, record: BridgeRecord, info: dict[str, Any], link: Subscriber, worker: int, peer: str
+    ) -> None:
+        """Another worker of a registered bridge: one more link of the same record."""
+        for other, index in list(record.links.items()):
+            if index == worker:  # the same worker again (it restarted): the new link wins
+                record.drop_link(other)
+                self._link_bridge.pop(other, None)
+        mode = record.info.get("accept", "default")  # the bridge's one accept mode stays
+        if info.get("accept", "default") != mode:  # told right after its Register answer
+            frame = encode(Kind.NOTIFICATION, *LINK_SET_ACCEPT, 0, {"accept": mode})
+            self.clock.callLater(0, link.send_event, 0, frame)
+        info["accept"] = mode
+        record.info = info
+        record.links[link] = worker
+        record.link = next(iter(record.links))
+        self._link_bridge[link] = record.name
+        self.log.info(
+            "Bridge {bridge}: worker {worker} of {workers} registered from {peer}",
+            bridge=record.name,
+            worker=worker,
+            workers=record.workers,
+            peer=peer,
+            event="notifier.bridge.worker_registered",
         )
 
     def is_registered(self, link: Subscriber) -> bool:
@@ -138,6 +226,8 @@ class Bridges:
         record = self.records.get(name)
         if record is None or record.link is None:
             raise NotFound(f"bridge {name!r} is not connected")
+        if len(record.links) > 1:
+            return _EveryLink(list(record.links))
         return record.link
 
     def links(self) -> list[Subscriber]:
@@ -164,8 +254,17 @@ class Bridges:
         name = self._link_bridge.pop(link, None)
         if name is not None:
             record = self.records[name]
-            record.link = None
-            record.sessions.clear()
+            worker = record.links.get(link)
+            record.drop_link(link)
+            if record.connected:
+                self.log.info(
+                    "Bridge {bridge}: worker {worker} disconnected ({live} still up)",
+                    bridge=name,
+                    worker=worker,
+                    live=len(record.links),
+                    event="notifier.bridge.worker_lost",
+                )
+                return
             self.log.info("Bridge {bridge} disconnected", bridge=name, event="notifier.bridge.lost")
 
     def roster(self, roles: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
@@ -206,6 +305,7 @@ class Bridges:
         record = self._record(link)
         session_id = body.get("sessionId")
         if record is not None and isinstance(session_id, str):
+            record.session_links[session_id] = link
             record.sessions[session_id] = {
                 "sessionId": session_id,
                 "user": body.get("user"),
@@ -217,6 +317,7 @@ class Bridges:
         record = self._record(link)
         if record is not None:
             record.sessions.pop(session_id, None)
+            record.session_links.pop(session_id, None)
 
     def session_station(self, session_id: str, station: str) -> None:
         """Record a session's new station (ChangeStation), wherever its bridge is."""
@@ -237,6 +338,8 @@ class Bridges:
                 "registeredAt": r.registered_at,
                 "cic": r.cic,
                 "sessions": len(r.sessions),
+                "workers": r.workers,
+                "workersUp": len(r.links),
             }
             for r in self.records.values()
         ]

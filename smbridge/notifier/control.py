@@ -76,6 +76,7 @@ class ControlResource(Resource):
         self.traffic = traffic
         self.routes: dict[str, tuple[bytes, Handler, bool]] = {
             "/api/state": (b"GET", self.get_state, False),
+            "/api/tenants": (b"GET", self.get_tenants, False),
             "/api/ping": (b"GET", self.get_ping, False),
             "/api/publish": (b"POST", self.post_publish, True),
             "/api/traffic": (b"POST", self.post_traffic, True),
@@ -157,6 +158,10 @@ class ControlResource(Resource):
                 "businessCalls": t.business_calls,
             },
         }
+
+    def get_tenants(self, _: dict[str, Any]) -> dict[str, Any]:
+        """Every tenant's limits and site-wide use (notifier/tenants.py)."""
+        return {"tenants": self.notifier.tenants.state()}
 
     def get_ping(self, _: dict[str, Any]) -> dict[str, Any]:
         """The pair's liveness probe (notifier/peer.py): answered by the running reactor,

@@ -24,11 +24,22 @@ from smbridge.codec.catalog import (
     LINK_REGISTER,
     LINK_SESSION_CLOSED,
     LINK_SESSION_OPENED,
+    LINK_SNAPSHOT_PART,
     LINK_SUBSCRIBE,
     LINK_UNSUBSCRIBE,
     name_of,
 )
-from smbridge.codec.frames import BadFrame, Decoder, Frame, Kind, encode, encode_error
+from smbridge.codec.frames import (
+    BadFrame,
+    Decoder,
+    Frame,
+    Kind,
+    dump_json,
+    encode,
+    encode_error,
+    encode_raw,
+)
+from smbridge.codec.pieces import PIECE_BYTES, SLOT, PieceTooLarge, encode_value, split_list
 from smbridge.errors import BadRequest, ProtocolError
 from smbridge.notifier.model import Notifier
 
@@ -51,6 +62,38 @@ def _sub(body: dict[str, Any]) -> int:
     return sub
 
 
+def subscribe_answer(
+    request_id: int, sub: int, snapshot: dict[str, Any], bound: int = PIECE_BYTES
+) -> list[bytes]:
+    """The frames answering a Subscribe: one response, or pieces when the snapshot is large.
+
+    A snapshot whose answer fits ``bound`` bytes is one response ``{snapshot}``.
+    A larger one is cut along its longest list: the response carries the first
+    piece with ``more: true`` and ``sub``; SnapshotPart notifications (requestId =
+    ``sub``) carry ``{sub, snapshot: {<list>: [...]}, more}`` until ``more`` is
+    false. They are written together, so no change event of the topic comes between.
+    """
+    whole = dump_json({"snapshot": snapshot})
+    lists = [k for k, v in snapshot.items() if isinstance(v, list)]
+    if len(whole) <= bound or not lists:
+        return [encode_raw(Kind.RESPONSE, *LINK_SUBSCRIBE, request_id, whole)]
+    field = max(lists, key=lambda k: len(snapshot[k]))
+    head = {k: v for k, v in snapshot.items() if k != field}
+
+    def shape(index: int, more: bool) -> dict[str, Any]:
+        if index == 0:
+            return {"snapshot": {**head, field: SLOT}, "more": more, "sub": sub}
+        return {"sub": sub, "snapshot": {field: SLOT}, "more": more}
+
+    try:
+        payloads = split_list([encode_value(item) for item in snapshot[field]], shape, bound)
+    except PieceTooLarge:  # an item alone passes the bound: the answer goes whole
+        return [encode_raw(Kind.RESPONSE, *LINK_SUBSCRIBE, request_id, whole)]
+    frames = [encode_raw(Kind.RESPONSE, *LINK_SUBSCRIBE, request_id, payloads[0])]
+    frames.extend(encode_raw(Kind.NOTIFICATION, *LINK_SNAPSHOT_PART, sub, p) for p in payloads[1:])
+    return frames
+
+
 class NotifierLink(Protocol):
     """One bridge connection; it is also that bridge's :class:`Subscriber`."""
 
@@ -58,6 +101,7 @@ class NotifierLink(Protocol):
 
     def __init__(self, notifier: Notifier) -> None:
         self.notifier = notifier
+        self.largest_frame = 0  # bytes of the largest frame written to the bridge
         self.decoder = Decoder()
         self.peer = ""
         self.live: set[NotifierLink] | None = None  # the factory's set of open links
@@ -73,6 +117,7 @@ class NotifierLink(Protocol):
         if self.live is not None:
             self.live.discard(self)
         self.notifier.link_lost(self)
+        self.notifier.tenants.link_lost(self)
         self.log.info("Link from {peer} closed", peer=self.peer, event="notifier.link.closed")
 
     def _transport(self) -> ITransport:
@@ -80,6 +125,9 @@ class NotifierLink(Protocol):
         return self.transport
 
     def _write(self, data: bytes) -> None:
+        """Write one frame (and remember the largest written, for tests and state)."""
+        if len(data) > self.largest_frame:
+            self.largest_frame = len(data)
         self._transport().write(data)
 
     def send_event(self, sub_id: int, frame: bytes) -> None:
@@ -116,6 +164,7 @@ class NotifierLink(Protocol):
     def _frame(self, frame: Frame) -> None:
         key = (frame.object_type, frame.event_id)
         if frame.kind == Kind.NOTIFICATION:
+            self.notifier.tenants.notified(self, key, frame)  # SessionOpened/Closed: tenants.py
             if key == LINK_SESSION_OPENED:
                 self.notifier.session_opened(self, frame.parsed())
             elif key == LINK_SESSION_CLOSED:
@@ -145,8 +194,16 @@ class NotifierLink(Protocol):
             return
         try:
             answer = self._request(frame)
+            self.notifier.tenants.answered(self, key, answer)  # Authenticate, Register: tenants.py
         except ProtocolError as e:
             self._error(frame, **e.payload())
+            return
+        if key == LINK_SUBSCRIBE:
+            sub = _sub(frame.parsed())
+            snapshot = answer["snapshot"]
+            bound = self.notifier.piece_bytes  # also the bound on change events (model.py)
+            for raw in subscribe_answer(frame.request_id, sub, snapshot, bound):
+                self._write(raw)
             return
         self._write(
             encode(Kind.RESPONSE, frame.object_type, frame.event_id, frame.request_id, answer)
@@ -165,6 +222,12 @@ class NotifierLink(Protocol):
         if not registered:
             raise ProtocolError(
                 "the first request on a link must be Register", code="not-registered"
+            )
+        if key == LINK_AUTHENTICATE and "certificate" in body:  # certificate logon (auth.py)
+            return self.notifier.auth.authenticate_certificate(
+                body["certificate"],
+                _string(body, "station", optional=True),
+                _string(body, "user", optional=True),
             )
         if key == LINK_AUTHENTICATE:
             return self.notifier.authenticate(

@@ -12,7 +12,8 @@ bridge uses for its copy, so both sides apply events identically. Every change
 event published here carries ``at`` (the clock when it was published). The model
 operations live beside this core: :mod:`~smbridge.notifier.interactions` (calls,
 chats, emails, statuses), :mod:`~smbridge.notifier.actions` (forwarded requests)
-and :mod:`~smbridge.notifier.statistics` (workgroup statistics).
+and :mod:`~smbridge.notifier.statistics` (workgroup statistics); the bridges'
+roster is :mod:`~smbridge.notifier.model_roster`.
 """
 
 from __future__ import annotations
@@ -26,21 +27,22 @@ from twisted.logger import Logger
 from smbridge.codec.catalog import (
     INTERACTION_CHANGED,
     LINK_PARAMETERS_CHANGED,
-    LINK_ROSTER_CHANGED,
-    LINK_SET_ACCEPT,
     QUEUE_CHANGED,
     MessageType,
 )
-from smbridge.codec.frames import Kind, encode, with_request_id
+from smbridge.codec.frames import Kind, encode_raw, with_request_id
+from smbridge.codec.pieces import PIECE_BYTES, split_change
 from smbridge.errors import BadRequest, NotFound
 from smbridge.notifier.actions import Actions
 from smbridge.notifier.auth import Authenticator
 from smbridge.notifier.bridges import BridgeRecord, Bridges, Subscriber
 from smbridge.notifier.interactions import Interactions
-from smbridge.notifier.pair import BACKUP, PRIMARY, ROLES, Pair
+from smbridge.notifier.model_roster import RosterSide
+from smbridge.notifier.pair import PRIMARY, ROLES, Pair
 from smbridge.notifier.pair_roster import PairRoster
 from smbridge.notifier.site import Site
 from smbridge.notifier.statistics import Statistics
+from smbridge.notifier.tenants import TenantPolicies
 from smbridge.notifier.trust import CertificateTrust
 from smbridge.topics import (
     PARAMETERS_TOPIC,
@@ -65,10 +67,15 @@ MAX_SUB_ID = 0xFFFFFFFF  # a sub id travels in the requestId field (u32)
 StatusListener = Callable[[str, str, str], None]  # (user, old status, new status)
 
 
-class Notifier:
-    """Authentication, pub/sub topics and the bridges registry of one site."""
+class Notifier(RosterSide):
+    """Authentication, pub/sub topics and the bridges registry of one site.
+
+    The bridges' roster, its pushes and their sessions are :class:`RosterSide`'s
+    (notifier/model_roster.py).
+    """
 
     log = Logger()
+    piece_bytes = PIECE_BYTES  # bound on one change event sent to a bridge
 
     def __init__(self, site: Site, clock: IReactorTime) -> None:
         self.site = site
@@ -109,6 +116,7 @@ class Notifier:
         )
         self.registry.peer_bridges = self.share.peer_bridges
         self.auth = Authenticator(site)
+        self.tenants = TenantPolicies(clock, site)  # checked by the link (notifier/link.py)
         self.status_listeners: list[StatusListener] = []
         self._watchers: dict[str, dict[tuple[Subscriber, int], None]] = {}
         self._subs: dict[Subscriber, dict[int, str]] = {}
@@ -254,10 +262,15 @@ class Notifier:
         watchers = self._watchers.get(topic)
         if not watchers:
             return 0
-        raw = encode(Kind.NOTIFICATION, object_type, event_id, 0, payload)
+        # A large change event (a site reload) goes as several valid ones (codec/pieces.py).
+        raws = [
+            encode_raw(Kind.NOTIFICATION, object_type, event_id, 0, piece)
+            for piece in split_change(payload, self.piece_bytes)
+        ]
         for subscriber, sub_id in list(watchers):
             try:
-                subscriber.send_event(sub_id, with_request_id(raw, sub_id))
+                for raw in raws:
+                    subscriber.send_event(sub_id, with_request_id(raw, sub_id))
             except Exception:
                 self.log.failure(
                     "Sending {topic} to a subscriber failed",
@@ -304,13 +317,6 @@ class Notifier:
             "selectionRule": self.site.selection_rules,
         }
 
-    def cic(self) -> dict[str, str]:
-        """This CIC server's name and its current role in the pair."""
-        return {"name": self.cic_name, "role": self.pair.role}
-
-    def is_registered(self, link: Subscriber) -> bool:
-        return self.registry.is_registered(link)
-
     def link_lost(self, link: Subscriber) -> None:
         """Drop every subscription of ``link`` and mark its bridge disconnected."""
         for sub_id, topic in self._subs.pop(link, {}).items():
@@ -320,78 +326,6 @@ class Notifier:
         if registered:
             self.push_roster()
             self.share.local_change()
-
-    def bridge_changed(self, link: Subscriber, body: dict[str, Any]) -> None:
-        """A bridge switched its accept mode at run time (BridgeChanged)."""
-        if "accept" in body:
-            self.registry.set_accept(link, body["accept"])
-            self.push_roster()
-            self.share.local_change()
-
-    def retire_bridge(self, name: str) -> None:
-        """Retire a bridge that is down (control API); pushed, told to the peer, saved.
-
-        StoreError when the retirement could not be saved (it holds until a restart).
-        """
-        self.registry.retire(name)
-        self.push_roster()
-        self.share.local_change()
-        self.share.save()
-
-    def load_roster(self) -> None:
-        """Read back what the roster file kept (bridges, retirements, the peer's half)."""
-        self.registry.restore(self.share.load())
-
-    def set_bridge_accept(self, name: str, accept: Any) -> None:
-        """Tell a connected bridge to switch its accept mode (control API).
-
-        The bridge answers with BridgeChanged, which updates its roster entry.
-        """
-        if accept not in ("default", "all", "maintenance"):
-            raise BadRequest("accept must be one of default, all, maintenance")
-        link = self.registry.link_of(name)
-        link.send_event(0, encode(Kind.NOTIFICATION, *LINK_SET_ACCEPT, 0, {"accept": accept}))
-
-    def push_roster(self, skip: Subscriber | None = None, force: bool = False) -> None:
-        """Send RosterChanged to every registered bridge (but ``skip``) if the roster changed.
-
-        ``force``: send it even so (the selection rules may have changed).
-        """
-        roster = self.roster()
-        if roster == self._pushed_roster and not force:
-            return
-        self._pushed_roster = roster
-        raw = encode(
-            Kind.NOTIFICATION,
-            *LINK_ROSTER_CHANGED,
-            0,
-            {"roster": roster, "selectionRule": self.site.selection_rules},
-        )
-        for link in self.registry.links():
-            if link is not skip:
-                link.send_event(0, raw)
-
-    def roster(self) -> list[dict[str, Any]]:
-        """The pair's one roster; on-server and pinned bridges name their server and its role."""
-        if self.pair.peer is None:
-            return self.registry.roster()  # no pair: no server to name
-        roles = {self.cic_name: self.pair.role}
-        peer = self.share.peer
-        if peer is not None and peer.cic != self.cic_name:
-            roles[peer.cic] = BACKUP if self.pair.role == PRIMARY else PRIMARY
-        return self.registry.roster(roles)
-
-    def session_opened(self, link: Subscriber, body: dict[str, Any]) -> None:
-        self.registry.session_opened(link, body)
-
-    def session_closed(self, link: Subscriber, body: dict[str, Any]) -> None:
-        """Forget a session and give back the licenses it held."""
-        session_id = str(body.get("sessionId"))
-        self.registry.session_closed(link, session_id)
-        self.actions.licenses.release_session(session_id)
-
-    def session_station(self, session_id: str, station: str) -> None:
-        self.registry.session_station(session_id, station)
 
     # --- forwarded client requests -------------------------------------------------
     def handle_forwarded(

@@ -13,7 +13,10 @@ without a restart and without dropping a link:
 * directories: each one's entries are diffed and the difference published as
   DirectoryChanged, so the bridges' directory caches follow;
 * the roster and the selection rules: pushed to every bridge (RosterChanged);
-* licenses: the new pool; seats held under a license that stays are kept.
+* licenses: the new pool; seats held under a license that stays are kept;
+* tenants: the new membership and limits apply from the next logon on and are
+  pushed to every bridge (TenantsChanged, for the watch limit); a lowered limit
+  ends no session, it refuses new ones until use is under it.
 
 The CIC server's name and role and the traffic generator's settings are read
 at start only; a change to them is reported under ``needsRestart``.
@@ -23,7 +26,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from smbridge.codec.catalog import DIRECTORY_CHANGED
+from smbridge.codec.catalog import DIRECTORY_CHANGED, LINK_TENANTS_CHANGED
+from smbridge.codec.frames import Kind, encode
 from smbridge.notifier.auth import Authenticator
 from smbridge.notifier.site import Site
 from smbridge.topics import (
@@ -53,6 +57,9 @@ def replace_site(notifier: Notifier, new: Site) -> dict[str, Any]:
         changed.append("parameters")
     changed += [f"directory:{name}" for name in _directories(notifier, new)]
     _licenses(notifier, new)
+    if notifier.tenants.set_site(new):
+        changed.append("tenants")
+        push_tenants(notifier)
     if old.bridges != new.bridges or old.selection_rules != new.selection_rules:
         changed.append("roster")
     notifier.push_roster(force=True)
@@ -135,3 +142,15 @@ def _licenses(notifier: Notifier, site: Site) -> None:
     held = licenses.held
     licenses.total = dict(site.licenses)
     licenses.held = {name: held.get(name, set()) for name in site.licenses}
+
+
+def push_tenants(notifier: Notifier) -> None:
+    """Send every registered bridge the tenants' limits (TenantsChanged)."""
+    raw = encode(
+        Kind.NOTIFICATION,
+        *LINK_TENANTS_CHANGED,
+        0,
+        {"tenants": notifier.tenants.wire_limits()},
+    )
+    for link in notifier.registry.links():
+        link.send_event(0, raw)

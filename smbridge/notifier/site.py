@@ -37,6 +37,7 @@ from smbridge.notifier.site_types import (
     DirectoryEntry,
     SiteError,
     Station,
+    Tenant,
     TrafficConfig,
     User,
     Workgroup,
@@ -59,6 +60,7 @@ __all__ = [
     "Site",
     "SiteError",
     "Station",
+    "Tenant",
     "TrafficConfig",
     "User",
     "Workgroup",
@@ -82,6 +84,7 @@ class Site:
     traffic: TrafficConfig = TrafficConfig()
     statuses: tuple[str, ...] = DEFAULT_STATUSES
     licenses: Mapping[str, int] = field(default_factory=dict)
+    tenants: Mapping[str, Tenant] = field(default_factory=dict)  # by name; see tenants.py
 
     @property
     def queues(self) -> tuple[str, ...]:

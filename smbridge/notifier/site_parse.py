@@ -8,9 +8,12 @@ this module as the rules a site file must follow. Every problem raises
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from smbridge.notifier.passwords import is_password_hash
+from smbridge.notifier.site_certs import CERTIFICATE_KEYS, parse_user_certificate
+from smbridge.notifier.site_tenants import parse_tenants
 from smbridge.notifier.site_types import (
     AVAILABLE,
     BRIDGE_KINDS,
@@ -128,6 +131,7 @@ _SITE_OPTIONAL = {
     "traffic",
     "statuses",
     "licenses",
+    "tenants",
 }
 
 
@@ -173,7 +177,7 @@ def parse_site(data: Any, make_site: Callable[..., _S]) -> _S:
             u,
             where,
             {"id", "displayName", "extension", "passwordHash"},
-            {"location", "workgroups", "rights", "status", "role"},
+            {"location", "workgroups", "rights", "status", "role"} | CERTIFICATE_KEYS,
         )
         pw = _str(u, "passwordHash", where)
         if not is_password_hash(pw):
@@ -191,6 +195,7 @@ def parse_site(data: Any, make_site: Callable[..., _S]) -> _S:
         role = _str(u, "role", where, default="")
         if role and role not in ROLES:
             raise SiteError(f"{where}.role: expected one of {', '.join(ROLES)}, got {role!r}")
+        certificate, require_certificate = parse_user_certificate(u, where)
         users_list.append(
             User(
                 _str(u, "id", where),
@@ -202,6 +207,8 @@ def parse_site(data: Any, make_site: Callable[..., _S]) -> _S:
                 _str_list(u, "rights", where),
                 status,
                 role,
+                certificate,
+                require_certificate,
             )
         )
     users = _unique(users_list, "users")
@@ -272,6 +279,7 @@ def parse_site(data: Any, make_site: Callable[..., _S]) -> _S:
             raise SiteError(f"licenses.{k}: expected an integer >= 0, got {count!r}")
         licenses[str(k)] = count
     _check_selection_rules(data.get("selectionRules"), locations)
+    tenants = parse_tenants(data.get("tenants", []), users)
 
     return make_site(
         name=name,
@@ -288,6 +296,7 @@ def parse_site(data: Any, make_site: Callable[..., _S]) -> _S:
         traffic=traffic,
         statuses=statuses,
         licenses=licenses,
+        tenants=tenants,
     )
 
 
@@ -321,16 +330,10 @@ def _merge_membership(
         for uid in names:
             user_wgs[uid].append(wg_name)
     new_users = {
-        uid: User(
-            u.id,
-            u.display_name,
-            u.extension,
-            u.password_hash,
-            u.location,
-            tuple(user_wgs[uid]),
-            u.rights,
-            u.status,
-            u.role or ("agent" if user_wgs[uid] else "business"),
+        uid: replace(
+            u,
+            workgroups=tuple(user_wgs[uid]),
+            role=u.role or ("agent" if user_wgs[uid] else "business"),
         )
         for uid, u in users.items()
     }

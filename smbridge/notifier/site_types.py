@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from smbridge.tenancy import TenantLimits
+
 COMPANY_DIRECTORY = "Company Directory"
 BRIDGE_KINDS = ("on-server", "off-server")
 CIC_ROLES = ("primary", "backup")
@@ -44,6 +46,10 @@ class User:
     rights: tuple[str, ...] = ()
     status: str = AVAILABLE
     role: str = ""  # agent | supervisor | business; the loader fills in the default
+    # Certificate logon (site_certs.py): the certificate that logs this user on, and
+    # whether a password alone is refused (reason certificate-required).
+    certificate: Any = None  # site_certs.CertificateMatch | None
+    require_certificate: bool = False
 
 
 @dataclass(frozen=True)
@@ -112,3 +118,12 @@ class TrafficConfig:
     business_calls_per_second: float = 0.0
     follow_up_seconds: float = 2.0
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A group of users with limits of its own (docs/site-file.md, tenants)."""
+
+    name: str
+    users: tuple[str, ...] = ()
+    limits: TenantLimits = TenantLimits()

@@ -8,12 +8,17 @@ from twisted.internet import defer
 
 
 class EncodedReply:
-    """A reply whose payload is already encoded (a large answer shared by many sessions)."""
+    """A reply whose payload is already encoded (a large answer shared by many sessions).
 
-    __slots__ = ("payload",)
+    ``then``: whole frames written right after the reply (a large snapshot's tail,
+    router/continued.py), before anything else for the session.
+    """
 
-    def __init__(self, payload: bytes) -> None:
+    __slots__ = ("payload", "then")
+
+    def __init__(self, payload: bytes, then: list[bytes] | None = None) -> None:
         self.payload = payload
+        self.then = then
 
 
 Body = dict[str, Any] | EncodedReply

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
 
-from smbridge.codec import Frame, Kind, encode
+from smbridge.codec import Frame, Kind, encode, encode_raw
 from smbridge.codec.catalog import (
     DIRECTORY_CHANGED,
     GET_DIRECTORY,
@@ -40,9 +40,11 @@ from smbridge.codec.catalog import (
     WATCH_STATUS,
     MessageType,
 )
+from smbridge.codec.pieces import PIECE_BYTES
 from smbridge.counters import Counters
 from smbridge.errors import BadRequest, LogonFailed, ProtocolError
 from smbridge.resources import Origin
+from smbridge.router.continued import continued
 from smbridge.router.fanout import FanOut
 from smbridge.router.fields import text
 from smbridge.router.throttle import Attempt
@@ -76,15 +78,16 @@ RESET_MESSAGES: dict[str, MessageType] = {
 }
 
 
-def reset_frames(snapshots: dict[str, dict[str, Any]]) -> list[bytes]:
-    """One ``reset`` notification per topic snapshot, sorted by topic name."""
+def reset_frames(snapshots: dict[str, dict[str, Any]], bound: int = PIECE_BYTES) -> list[bytes]:
+    """One ``reset`` notification per topic snapshot (a large one in pieces), sorted by topic."""
     frames = []
     for topic in sorted(snapshots):
         prefix = topic.partition(":")[0] + ":"
         message = RESET_MESSAGES.get(prefix)
-        if message is not None:
-            body = {**snapshots[topic], "reset": True}
-            frames.append(encode(Kind.NOTIFICATION, *message, 0, body))
+        if message is not None:  # a large one: first piece, then its tail (continued.py)
+            first, rest = continued(message, snapshots[topic], {"reset": True}, bound)
+            frames.append(encode_raw(Kind.NOTIFICATION, *message, 0, first))
+            frames.extend(rest)
     return frames
 
 
@@ -107,6 +110,7 @@ class Resumer:
     """Reattaches lingering (or stolen) sessions to a new connection."""
 
     log = Logger()
+    piece_bytes = PIECE_BYTES  # the largest piece of a reset snapshot (--piece-bytes)
 
     def __init__(
         self,
@@ -121,6 +125,9 @@ class Resumer:
         self.describe = describe  # server, roster, cic: as in a CreateSession reply
         # The logon throttle's gate (Router.admit_logon); None: no throttling.
         self.gate: Callable[[ClientConnection, str, str], Attempt] | None = None
+        # With --workers N: relays the connection when the id names another worker
+        # (transports/relay.py; True: relayed). None: a single process.
+        self.relay: Callable[[ClientConnection, Frame, str], bool] | None = None
 
     def _refuse(self, error: ProtocolError) -> ProtocolError:
         self.counters.inc("resumes", outcome="refused")
@@ -138,6 +145,12 @@ class Resumer:
             raise self._refuse(
                 ProtocolError("this connection already has a session", code="session-exists")
             )
+        if self.relay is not None:  # another worker's session: relayed there, resumed there
+            try:
+                if self.relay(conn, frame, session_id):
+                    return
+            except ProtocolError as e:
+                raise self._refuse(e) from None
         try:
             attempt = self.gate(conn, "resume", session_id) if self.gate is not None else None
         except ProtocolError as e:
@@ -192,7 +205,7 @@ class Resumer:
         conn.send(encode(Kind.RESPONSE, *RESUME_SESSION, frame.request_id, reply))
         if frames is None:
             names = session.topics | {user_topic(session.info.user_id)}
-            for data in reset_frames(self.fanout.snapshots(session, names)):
+            for data in reset_frames(self.fanout.snapshots(session, names), self.piece_bytes):
                 session.send(data)  # numbered position + 1, ... as they are written
         else:
             conn.write_replayed(frames)  # numbered already: written as they are

@@ -55,6 +55,7 @@ from smbridge.codec.catalog import (
 )
 from smbridge.counters import Counters
 from smbridge.errors import NoSession, ProtocolError
+from smbridge.histograms import Timings
 from smbridge.resources import NoResources, ResourceProvider
 from smbridge.roster.reach import Aliases
 from smbridge.router.admission import UnknownRequest, admit, upstream_payload
@@ -105,6 +106,8 @@ class Router(LinkEvents):
         self.rng = random.Random()
         # Event counts for the metrics endpoint (logons, failures, redirects, resumes...).
         self.counters = Counters()
+        # Logon, request round trip, publish delay and resume times (smbridge/histograms.py).
+        self.timings = Timings(registry.clock)
         self.fanout = FanOut(upstream, scope_of=self._scope)
         self.watches = Watches(self.fanout, max_watches)
         self.directories = Directories(self.fanout, self.watches, self.parameters, self._scope)
@@ -147,6 +150,10 @@ class Router(LinkEvents):
         self._ha_switched: set[str] = set()  # sessions whose next Heartbeat says haSwitchover
         self.fanout.on_change(PARAMETERS_TOPIC, lambda change: self._parameters_changed())
 
+    def set_piece_bytes(self, size: int) -> None:
+        """The largest piece of a large answer to clients (--piece-bytes, docs/protocol.md)."""
+        self.directories.page_bytes = self.watches.piece_bytes = self.resumer.piece_bytes = size
+
     # --- dispatch ---------------------------------------------------------------
     def handle(self, conn: ClientConnection, frame: Frame) -> None:
         key = (frame.object_type, frame.event_id)
@@ -161,14 +168,18 @@ class Router(LinkEvents):
         if key == GET_VERSION:
             conn.send(encode(Kind.RESPONSE, *key, frame.request_id, VERSION_REPLY))
             return
+        timings = self.timings
         if key == CREATE_SESSION:
-            self._answer(conn.send, frame, self._create(conn, frame))
+            timed = timings.timed(conn.send, timings.logon)  # observed when the reply goes
+            self._answer(timed, frame, self._create(conn, frame))
             return
         if key == RESUME_SESSION:
+            started = timings.now()
             try:
                 self.resumer.resume(conn, frame)
             except ProtocolError as e:
                 self._answer(conn.send, frame, e)
+            timings.resume.observe(timings.now() - started)
             return
         session = conn.session
         if session is None:
@@ -186,13 +197,17 @@ class Router(LinkEvents):
             except ProtocolError as e:
                 self._answer(session.send, frame, e)
                 return
-            self.upstream.forward(session, frame, payload)
+            # The answer comes back through ``.send`` (upstream.link.ReplyTarget): a
+            # TimedSend observes the round trip as it goes.
+            self.upstream.forward(timings.timed(session.send, timings.forwarded), frame, payload)
             return
+        started = timings.now()
         try:
             reply = self.handlers[key](session, frame)
         except ProtocolError as e:
             reply = e  # type: ignore[assignment]
         self._answer(session.send, frame, reply)
+        timings.settle(timings.local, started, reply)
 
     def _refuse(self, conn: ClientConnection, frame: Frame, error: UnknownRequest) -> None:
         """Answer a frame outside the allow-list; it goes nowhere else.
@@ -249,5 +264,7 @@ class Router(LinkEvents):
                     reply.payload,
                 )
             )
+            for data in reply.then or ():  # a large snapshot's tail (router/continued.py)
+                send(data)
         else:
             send(encode(Kind.RESPONSE, frame.object_type, frame.event_id, frame.request_id, reply))

@@ -12,14 +12,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from smbridge.codec import Frame, Kind, encode
 from smbridge.codec.catalog import DESTROY_SESSION, LINK_AUTHENTICATE, LINK_SESSION_CLOSED
 from smbridge.errors import BadRequest, ProtocolError
 from smbridge.roster.drain import migrate_frame, roster_for
+from smbridge.router.cert_logon import auth_kind, certificate_request
 from smbridge.router.fields import optional_text, text
 from smbridge.router.reply import Reply
 from smbridge.router.roster_requests import RosterRequests
+from smbridge.router.tenancy import Ticket
 from smbridge.router.throttle import Attempt, LogonThrottled
 from smbridge.session.control import SessionControl
 from smbridge.session.levels import policy_for
@@ -28,18 +31,38 @@ from smbridge.session.session import EndReason, Session, SessionInfo, State
 from smbridge.topics import user_topic
 
 if TYPE_CHECKING:
+    from smbridge.transports.client_certs import ClientCertificates
     from smbridge.transports.connection import ClientConnection
 
 
 class SessionRequests(RosterRequests):
     """CreateSession, Heartbeat, DestroySession, a lost connection, the end of sessions."""
 
+    # Certificate logon (cert_logon.py): the client CA and CRL; None: no client CA set.
+    client_certs: ClientCertificates | None = None
+
+    def _create(self, conn: ClientConnection, frame: Frame) -> defer.Deferred[Any]:
+        """CreateSession; gives back the tenant reservation of a logon that made no session."""
+        tickets: list[Ticket] = []
+        return self._create_session(conn, frame, tickets).addBoth(self._settle_tenant, tickets)
+
+    def _settle_tenant(self, result: Any, tickets: list[Ticket]) -> Any:
+        tenancy = self.watches.tenancy  # router/tenancy.py
+        for ticket in tickets:
+            body = tenancy.abandoned(ticket)
+            if body is not None:
+                self.upstream.notify(LINK_SESSION_CLOSED, body)
+        if isinstance(result, Failure) and isinstance(result.value, ProtocolError):
+            tenancy.refused(result.value)
+        return result
+
     @defer.inlineCallbacks
-    def _create(self, conn: ClientConnection, frame: Frame) -> Any:
+    def _create_session(self, conn: ClientConnection, frame: Frame, tickets: list[Ticket]) -> Any:
         body = frame.body or {}
-        user = text(body, "user")
+        by_certificate = auth_kind(body) == "certificate"  # cert_logon.py
+        user = (optional_text(body, "user") or "") if by_certificate else text(body, "user")
         password = body.get("password")
-        if not isinstance(password, str):
+        if not by_certificate and not isinstance(password, str):
             raise BadRequest("password must be a string")
         station = optional_text(body, "station")
         notify = body.get("notifyImminent", True)
@@ -47,11 +70,16 @@ class SessionRequests(RosterRequests):
             raise BadRequest("notifyImminent must be true or false")
         if conn.session is not None:
             raise ProtocolError("this connection already has a session", code="session-exists")
-        attempt = self.admit_logon(conn, "user", user)  # before the Notifier sees it
+        attempt = self.admit_logon(conn, "user", user or "(certificate)")  # before the Notifier
+        certificate = None
         try:
-            auth = yield self.upstream.request(
-                LINK_AUTHENTICATE, {"user": user, "password": password, "station": station}
-            )
+            if by_certificate:
+                request, certificate = certificate_request(
+                    conn, self.client_certs, self.registry.clock, user, station
+                )
+            else:
+                request = {"user": user, "password": password, "station": station}
+            auth = yield self.upstream.request(LINK_AUTHENTICATE, request)
         except BaseException as e:
             # Settled on every path, so its place in flight is released exactly once.
             if not isinstance(e, ProtocolError) or e.code != "logon-failed":
@@ -61,15 +89,17 @@ class SessionRequests(RosterRequests):
             self.counters.inc("logon_failures")
             self.log.info(
                 "Logon failed for {user} from {remote}: {reason}",
-                user=user,
+                user=user or "(certificate)",
                 remote=conn.remote,
                 reason=e.extra.get("reason"),
                 event="session.logon_failed",
             )
             raise
         attempt.succeeded()
-        self._accept_or_redirect(user, conn, auth)
+        tickets.append(self.watches.tenancy.ticket(auth, self.registry.clock.seconds()))
         who = auth.get("user", {})
+        user = str(who.get("id", user))
+        self._accept_or_redirect(user, conn, auth)
         info = SessionInfo(
             user_id=who.get("id", user),
             display_name=who.get("displayName", ""),
@@ -81,6 +111,7 @@ class SessionRequests(RosterRequests):
             client_version=str(body.get("clientVersion", "")),
             workgroups=list(who.get("workgroups", [])),
             rights=list(who.get("rights", [])),
+            certificate=certificate,
         )
         policy = policy_for(self.registry.policy, self.parameters(), info)
         timeout = negotiate_timeout(
@@ -101,6 +132,7 @@ class SessionRequests(RosterRequests):
             return None
         session.origin = conn.origin
         conn.session = session
+        self.watches.tenancy.opened(session, tickets[-1])
         self.counters.inc("logons", transport=conn.kind)
         self._announce(session)
         try:
@@ -127,6 +159,8 @@ class SessionRequests(RosterRequests):
                 "extension": info.extension,
             },
             "resources": self.resources.for_session(session.origin),
+            "auth": "certificate" if certificate is not None else "password",
+            **({"certificate": certificate.to_wire()} if certificate is not None else {}),
         }
 
     def admit_logon(self, conn: ClientConnection, kind: str, name: str) -> Attempt:
@@ -162,6 +196,7 @@ class SessionRequests(RosterRequests):
         self.counters.inc("sessions_ended", reason=reason.value)
         if self.hook is not None:
             self.hook.destroy(session, reason.value)
+        self.watches.tenancy.closed(session)
         in_flight = self.watches.forget(session)  # watches still waiting for a snapshot
         self.fanout.drop(session, session.topics | in_flight | {user_topic(session.info.user_id)})
         session.topics.clear()

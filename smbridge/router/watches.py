@@ -23,10 +23,13 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from smbridge.codec import Frame
+from smbridge.codec.pieces import PIECE_BYTES
 from smbridge.errors import ProtocolError
+from smbridge.router.continued import queue_reply
 from smbridge.router.fanout import FanOut
 from smbridge.router.fields import text, text_list
 from smbridge.router.reply import Reply
+from smbridge.router.tenancy import BridgeTenancy
 from smbridge.session.session import Session, State
 from smbridge.topics import queue_topic, statistics_topic, status_topic
 
@@ -38,11 +41,14 @@ class TooManyWatches(ProtocolError):
 
 
 class Watches:
+    piece_bytes = PIECE_BYTES  # the largest piece of a watch reply (--piece-bytes)
+
     def __init__(self, fanout: FanOut, max_watches: int) -> None:
         self.fanout = fanout
         self.max_watches = max_watches
         # session id -> {topic: watch requests in flight for it}; empty entries removed.
         self.in_flight: dict[str, dict[str, int]] = {}
+        self.tenancy = BridgeTenancy(self.taken)  # each tenant's watch limit (tenancy.py)
 
     def taken(self, session: Session) -> set[str]:
         """The topics the session holds or has a watch in flight for."""
@@ -58,6 +64,7 @@ class Watches:
                 f"{len(new)} more would pass the limit of {self.max_watches}",
                 limit=self.max_watches,
             )
+        self.tenancy.check_room(session, len(taken), len(new))
 
     def claim(self, session: Session, topics: list[str]) -> _Claim:
         """Check the room for ``topics`` and count them in flight until the claim settles."""
@@ -65,6 +72,7 @@ class Watches:
         flying = self.in_flight.setdefault(session.id, {})
         for t in topics:
             flying[t] = flying.get(t, 0) + 1
+        self.tenancy.recount(session.id)
         return _Claim(self, session.id, topics)
 
     def _settle(self, session_id: str, topics: list[str]) -> None:
@@ -79,6 +87,7 @@ class Watches:
                 flying.pop(t, None)
         if not flying:
             del self.in_flight[session_id]
+        self.tenancy.recount(session_id)
 
     def forget(self, session: Session) -> set[str]:
         """The session ended: stop counting its watches in flight; return their topics."""
@@ -99,12 +108,13 @@ class Watches:
     def release(self, session: Session, topic: str) -> None:
         session.topics.discard(topic)
         self.fanout.unwatch(topic, session)
+        self.tenancy.recount(session.id)
 
     # --- handlers ------------------------------------------------------------------
     def watch_queue(self, session: Session, frame: Frame) -> Reply:
         topic = queue_topic(text(frame.body or {}, "queue"))
         claim = self.claim(session, [topic])
-        return claim.until(self.hold(session, topic))
+        return claim.until(self.hold(session, topic).addCallback(queue_reply, self.piece_bytes))
 
     def unwatch_queue(self, session: Session, frame: Frame) -> Reply:
         self.release(session, queue_topic(text(frame.body or {}, "queue")))

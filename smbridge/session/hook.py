@@ -5,7 +5,11 @@ A hook is any object with ``create(info, control)`` and ``destroy(session, reaso
 class is instantiated without arguments). ``create`` runs after the credentials and
 the timeout are settled and before the session exists; it may return a Deferred,
 restrict the session through ``control`` (control.py), or refuse with
-:class:`CannotCreateSession`. ``destroy`` is called exactly once for every session
+:class:`CannotCreateSession`. ``info.certificate`` is the client certificate's
+identity (:class:`~smbridge.session.certificate.CertificateIdentity`: subject,
+fingerprint, issuer, expiry) when the session logged on with one, as Glacier2's
+SSLSessionManager receives SSLInfo; None after a password logon. ``destroy`` is
+called exactly once for every session
 that was created, however it ends. :class:`HookRunner` bounds both calls with a
 timeout so a hook that raises or hangs can neither leak nor wedge sessions.
 """

@@ -19,13 +19,45 @@ EndListener = Callable[[Session, EndReason], None]
 DEFAULT_LINGER = 120.0
 
 
-def new_session_id(node: str, now: float) -> str:
+def new_session_id(node: str, now: float, worker: int | None = None) -> str:
     """``<node>-<milliseconds, hex>-<64 random bits, hex>``.
 
     The node name makes ids unique across the site (node names are), the time
-    across restarts of the same node, and the random part unguessable.
+    across restarts of the same node, and the random part unguessable. A worker of
+    ``--workers N`` (``worker`` given) puts its index after the node,
+    ``<node>-w<I>-<ms>-<random>``, so that any worker can tell which one holds the
+    session (:func:`worker_of`).
     """
-    return f"{node}-{int(now * 1000):x}-{secrets.token_hex(8)}"
+    if worker is None:
+        return f"{node}-{int(now * 1000):x}-{secrets.token_hex(8)}"
+    return f"{node}-w{worker}-{int(now * 1000):x}-{secrets.token_hex(8)}"
+
+
+_HEX = frozenset("0123456789abcdef")
+MAX_WORKER_DIGITS = 2  # --workers is at most 64
+
+
+def worker_of(session_id: str, node: str) -> int | None:
+    """The worker index in a session id of bridge ``node``; None if it names none.
+
+    Only ``<node>-w<I>-<hex>-<hex>`` with ``I`` a plain decimal (no sign, no leading
+    zero, at most two digits) names a worker; anything else (an id of a single-process
+    bridge, another bridge's, garbage) is None and is looked up locally as usual.
+    """
+    prefix = node + "-w"
+    if not session_id.startswith(prefix):
+        return None
+    parts = session_id[len(prefix) :].split("-")
+    if len(parts) != 3:
+        return None
+    index, stamp, random_part = parts
+    if not (0 < len(index) <= MAX_WORKER_DIGITS and index.isascii() and index.isdigit()):
+        return None
+    if index != str(int(index)):  # a leading zero: not how ids are written
+        return None
+    if not (stamp and random_part and _HEX.issuperset(stamp) and _HEX.issuperset(random_part)):
+        return None
+    return int(index)
 
 
 def new_resume_token() -> str:
@@ -50,9 +82,11 @@ class SessionRegistry:
         policy: TimeoutPolicy,
         linger: float = DEFAULT_LINGER,
         replay_bytes: int = DEFAULT_REPLAY_BYTES,
+        worker: int | None = None,
     ) -> None:
         self.clock = clock
         self.node = node
+        self.worker = worker  # this process's index among --workers N (None: a single one)
         self.policy = policy
         self.linger = linger  # seconds a dropped session waits for a resume (0: none)
         self.replay_bytes = replay_bytes  # per-session replay buffer limit
@@ -104,9 +138,9 @@ class SessionRegistry:
         remote: str = "",
         control: SessionControl | None = None,
     ) -> Session:
-        session_id = new_session_id(self.node, self.clock.seconds())
+        session_id = new_session_id(self.node, self.clock.seconds(), self.worker)
         while session_id in self._sessions:  # 64 random bits: practically never
-            session_id = new_session_id(self.node, self.clock.seconds())
+            session_id = new_session_id(self.node, self.clock.seconds(), self.worker)
         session = Session(
             session_id,
             new_resume_token(),

@@ -61,6 +61,18 @@ class ReplayBuffer:
             self._bytes -= len(frames.popleft())
         return self.count
 
+    def append_all(self, frames: list[bytes], size: int) -> None:
+        """Number and keep ``frames``: notifications, ``size`` bytes in all (a fan-out run)."""
+        self.count += len(frames)
+        held = self._frames
+        held.extend(frames)
+        self._bytes += size
+        if self._bytes > self.limit:
+            limit, total, popleft = self.limit, self._bytes, held.popleft
+            while total > limit and held:
+                total -= len(popleft())
+            self._bytes = total
+
     def extend(self, frames: Iterable[bytes]) -> None:
         """Number and keep the notifications among ``frames`` (responses pass unnumbered)."""
         for frame in frames:

@@ -20,6 +20,7 @@ from smbridge.codec import Kind, encode
 from smbridge.codec.catalog import SESSION_TERMINATED, TERMINATION_IMMINENT
 from smbridge.codec.frames import dump_json
 from smbridge.resources import Origin
+from smbridge.session.certificate import CertificateIdentity
 from smbridge.session.control import SessionControl
 from smbridge.session.replay import DEFAULT_REPLAY_BYTES, ReplayBuffer
 from smbridge.session.timer import SessionTimer, TimerQueue
@@ -76,6 +77,8 @@ class SessionInfo:
     client_version: str = ""
     workgroups: list[str] = field(default_factory=list)
     rights: list[str] = field(default_factory=list)
+    # The client certificate it logged on with (Glacier2's SSLInfo); None: a password.
+    certificate: CertificateIdentity | None = None
 
 
 class Session:
@@ -156,6 +159,20 @@ class Session:
             peer.send(data)
         elif data[5] == _NOTIFICATION:
             self.replay.append(data)
+
+    def send_run(self, run: bytes, frames: list[bytes]) -> None:
+        """Like :meth:`send` for the fan-out's run: ``frames`` (notifications) joined in ``run``."""
+        peer = self.peer
+        if peer is None:
+            self.replay.append_all(frames, len(run))
+            return
+        try:
+            send_run = peer.send_run  # type: ignore[attr-defined]
+        except AttributeError:  # a peer without runs (a test's): frame by frame
+            for frame in frames:
+                peer.send(frame)
+            return
+        send_run(run)
 
     def notify(self, message: tuple[int, int], body: dict[str, Any]) -> None:
         self.send(encode(Kind.NOTIFICATION, message[0], message[1], 0, body))

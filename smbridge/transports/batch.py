@@ -9,6 +9,7 @@ from about 1 M to about 5 M deliveries per second.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from twisted.internet.interfaces import IReactorTime
@@ -25,6 +26,23 @@ class WriteBatcher:
         self._clock = clock
         self._dirty: list[Flushable] = []
         self._scheduled = False
+        # Frames staged for many connections at once (the fan-out's run of events,
+        # router/fanout.py): handed out before any other frame is queued for a
+        # connection (``unstage``, called by every send path), and at the turn's end.
+        self.staged: Callable[[], None] | None = None
+
+    def stage(self, hand_out: Callable[[], None]) -> None:
+        """``hand_out`` gives the staged frames to their connections: at the latest, this turn."""
+        self.staged = hand_out
+        if not self._scheduled:
+            self._scheduled = True
+            self._clock.callLater(0, self.flush_all)
+
+    def unstage(self) -> None:
+        """Hand out what is staged now (before another frame is queued, in order)."""
+        hand_out, self.staged = self.staged, None
+        if hand_out is not None:
+            hand_out()
 
     def mark(self, conn: Flushable) -> None:
         """Flush ``conn`` at the next turn (the caller marks each connection once)."""
@@ -36,6 +54,7 @@ class WriteBatcher:
     def flush_all(self) -> None:
         # What a flush marks (the sender releasing frames to connections) is flushed
         # in this same turn: loop until nothing is dirty.
+        self.unstage()
         while self._dirty:
             dirty, self._dirty = self._dirty, []
             for conn in dirty:

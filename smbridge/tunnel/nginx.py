@@ -54,6 +54,15 @@ class ProxySite:
     ports: Mapping[str, int] = field(default_factory=dict)  # Table 8 overrides, by kind
     ws_timeout: str = "90s"
     webclient_root: str = str(WEBCLIENT_ROOT)
+    # Certificate logon: the client CA (None: no certificate asked for), its CRL, and
+    # ssl_verify_client's mode. A session request with a certificate nginx finds
+    # expired, revoked or (with "optional") from another CA is still passed on to the
+    # bridge (the template's error_page 495 route), which answers logon-failed with the
+    # reason; any other request with one gets 400. optional_no_ca passes a certificate
+    # from another CA on everywhere, on the normal routes.
+    client_ca: str | None = None
+    client_crl: str | None = None
+    client_verify: str = "optional"
 
 
 def backends_from_map(
@@ -116,6 +125,7 @@ def render(template: str, site: ProxySite) -> str:
         if not 0 < int(port) < 65536:
             raise ValueError(f"port {port} is not between 1 and 65535")
     values = {
+        "CLIENT_CERTS": client_certs(site),
         "BACKENDS": "\n".join(backends),
         "TLS12_CIPHERS": MOZILLA_INTERMEDIATE_CIPHERS,
         "TLS_NAMES": "\n".join(tls_names),
@@ -134,6 +144,23 @@ def render(template: str, site: ProxySite) -> str:
     if unknown:
         raise ValueError(f"the template has unknown fields: {', '.join(sorted(unknown))}")
     return re.sub(r"@([A-Z0-9_]+)@", lambda m: values[m.group(1)], template)
+
+
+def client_certs(site: ProxySite) -> str:
+    """The server block's client-certificate directives ("" without a client CA)."""
+    if site.client_ca is None:
+        if site.client_crl is not None:
+            raise ValueError("a client CRL needs a client CA")
+        return "    # (no client CA: no certificate is asked for)"
+    if site.client_verify not in ("optional", "optional_no_ca"):
+        raise ValueError("client_verify must be optional or optional_no_ca")
+    lines = [
+        f"    ssl_client_certificate {_safe('client CA path', site.client_ca)};",
+        f"    ssl_verify_client {site.client_verify};",
+    ]
+    if site.client_crl is not None:
+        lines.append(f"    ssl_crl {_safe('client CRL path', site.client_crl)};")
+    return "\n".join(lines)
 
 
 def _pairs(items: Sequence[str], flag: str) -> dict[str, str]:
@@ -205,6 +232,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         help=f"a Table 8 port on the CIC server (repeatable); KIND: {', '.join(KINDS)}",
     )
     p.add_argument("--ws-timeout", default="90s")
+    p.add_argument("--client-ca", help="PEM: ask clients for certificates from this CA")
+    p.add_argument("--client-crl", help="PEM: the client CA's CRL")
+    p.add_argument(
+        "--client-verify",
+        choices=("optional", "optional_no_ca"),
+        default="optional",
+        help="ssl_verify_client mode (default optional)",
+    )
     p.add_argument(
         "--template", type=Path, default=TEMPLATE, help="default: the one in the package"
     )
@@ -229,6 +264,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             ports=dict(args.port),
             ws_timeout=args.ws_timeout,
             webclient_root=args.webclient_root,
+            client_ca=args.client_ca,
+            client_crl=args.client_crl,
+            client_verify=args.client_verify,
         )
         sys.stdout.write(render(args.template.read_text(encoding="utf-8"), site))
     except ValueError as e:

@@ -24,6 +24,7 @@ from zope.interface import implementer
 
 from smbridge.codec import BadFrame
 from smbridge.config import TunnelSettings
+from smbridge.transports.client_certs import ForwardedCertificate, ProxyHeaders
 from smbridge.transports.connection import ClientConnection, ClientConnectionFactory
 from smbridge.transports.prelogon import HANDSHAKE, LOGON, UPGRADE, Deadline
 from smbridge.tunnel.route import Refusal, Route
@@ -56,9 +57,15 @@ class ListenerSide(Protocol):
 
     def decide(self, target: str, headers: Mapping[str, str]) -> tuple[Route | Refusal, bool]: ...
 
+    @property
+    def proxy_headers(self) -> ProxyHeaders: ...  # certificate headers (client_certs.py)
+
 
 class WebSocketConnection(ClientConnection):
     """A client connection whose byte stream rides WebSocket messages."""
+
+    # From a trusted proxy: its client-certificate headers (transports/client_certs.py).
+    forwarded_certificate: ForwardedCertificate | None = None
 
     def __init__(self, factory: ClientConnectionFactory, kind: str, ws: TunnelProtocol) -> None:
         super().__init__(factory.router, factory.batcher, factory.max_frame, kind)
@@ -124,6 +131,7 @@ class TunnelProtocol(LeanServerProtocol):
     _drop_call: Any = None  # the bounded wait for an orderly close (class defaults: memory)
     _lost = False
     _deadline: Deadline | None = None  # before logon (transports/prelogon.py)
+    _forwarded: ForwardedCertificate | None = None  # a trusted proxy's certificate headers
 
     def __init__(self) -> None:
         super().__init__()
@@ -160,6 +168,8 @@ class TunnelProtocol(LeanServerProtocol):
         transport = self.transport
         assert transport is not None
         self._remote = client_address(headers, transport.getPeer())
+        peer_host = str(getattr(transport.getPeer(), "host", ""))
+        self._forwarded = self.factory.proxy_headers.take(headers, peer_host)
         decision, fresh = factory.decide(self.http_request_uri, headers)
         if isinstance(decision, Refusal):
             self.events.info(
@@ -187,6 +197,7 @@ class TunnelProtocol(LeanServerProtocol):
         assert self.route is not None
         drop_handshake(self)  # the request and response are not needed any more (slim.py)
         conn = WebSocketConnection(self.factory.app, self.factory.scheme, self)
+        conn.forwarded_certificate = self._forwarded
         conn.open(self.route, self._remote)
         self.conn = conn
         deadline, limits = self._deadline, self.factory.app.prelogon

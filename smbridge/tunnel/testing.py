@@ -161,6 +161,8 @@ def start_proxy(
     ws_timeout: str = "90s",
     nginx: str = NGINX,
     session_ports: Mapping[str, int] | None = None,
+    client_ca: str | None = None,
+    client_crl: str | None = None,
 ) -> Any:
     """Render the package's nginx.conf.in and run nginx on it; fires with a RunningProxy.
 
@@ -187,6 +189,8 @@ def start_proxy(
         session_port=session_port,
         ports=dict(ports),
         ws_timeout=ws_timeout,
+        client_ca=client_ca,  # certificate logon (tests/test_cert_logon_nginx.py)
+        client_crl=client_crl,
     )
     config = render(TEMPLATE.read_text(encoding="utf-8"), site)
     if session_ports:
@@ -272,6 +276,7 @@ def start_proxied_site(
     work: Path,
     ws_timeout: str = "90s",
     session_scheme: str = "wss",
+    proxy_options: Mapping[str, Any] | None = None,
     **bridge_options: Any,
 ) -> Any:
     """Start the site with its wss (or ws) tunnel, recorder/dialer echo servers, and nginx.
@@ -316,6 +321,7 @@ def start_proxied_site(
             session_scheme=session_scheme,
             ws_timeout=ws_timeout,
             nginx=need_binary(NGINX, "nginx"),
+            **(proxy_options or {}),  # start_proxy's client_ca, client_crl
         )
     except BaseException:
         for port in echo_ports.values():

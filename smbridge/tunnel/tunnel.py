@@ -38,6 +38,7 @@ from twisted.logger import Logger
 
 from smbridge.config import TunnelSettings
 from smbridge.listening import ListenerService
+from smbridge.transports.client_certs import ProxyHeaders
 from smbridge.transports.connection import ClientConnectionFactory
 from smbridge.transports.descriptors import DescriptorReserve
 from smbridge.transports.guard import ConnectionGuard
@@ -164,6 +165,7 @@ class TunnelFactory(WebSocketServerFactory):
         self.names = names
         self.scheme = scheme
         self.settings = settings
+        self.proxy_headers = ProxyHeaders(settings.trusted_proxies)  # certificate headers
         self.decisions = Decisions()  # route.decode's accepted answers, reused
         max_message = app.max_frame + 4  # one whole frame of the largest size
         self.max_message = max_message

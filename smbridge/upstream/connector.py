@@ -51,12 +51,17 @@ from smbridge.codec import Frame
 from smbridge.codec.catalog import LINK_REGISTER, MessageType
 from smbridge.codec.frames import dump_json
 from smbridge.errors import ProtocolError, UpstreamUnavailable
-from smbridge.session.session import Session
 from smbridge.transports.batch import WriteBatcher
 from smbridge.upstream import reasons
 from smbridge.upstream.addresses import NotifierEndpoints
 from smbridge.upstream.backoff import LinkBackoff
-from smbridge.upstream.link import DeferredPending, RelayPending, UpstreamLink, UpstreamLinkFactory
+from smbridge.upstream.link import (
+    DeferredPending,
+    RelayPending,
+    ReplyTarget,
+    UpstreamLink,
+    UpstreamLinkFactory,
+)
 from smbridge.upstream.reasons import describe
 
 
@@ -376,8 +381,8 @@ class UpstreamConnector(Service):
         link.request(message[0], message[1], dump_json(body), pending)
         return pending.deferred
 
-    def forward(self, session: Session, frame: Frame, payload: bytes) -> None:
-        """Send a client's request upstream; its answer goes straight back to the session."""
+    def forward(self, session: ReplyTarget, frame: Frame, payload: bytes) -> None:
+        """Send a client's request upstream; its answer goes back through ``session.send``."""
         relay = RelayPending(session, frame.object_type, frame.event_id, frame.request_id)
         link = self.link
         if link is None:

@@ -24,14 +24,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from smbridge.codec import BadFrame, Decoder, Frame, Kind, encode_error, encode_raw
+from smbridge.codec.catalog import LINK_SNAPSHOT_PART, LINK_SUBSCRIBE
 from smbridge.codec.frames import DEFAULT_MAX_FRAME, dump_json
+from smbridge.codec.pieces import Assembly
 from smbridge.errors import ProtocolError, UpstreamError, UpstreamUnavailable
 from smbridge.transports.batch import BatchedProtocol
 from smbridge.upstream import reasons
 from smbridge.upstream.deadlines import PendingTable, Silence
 
 if TYPE_CHECKING:
-    from smbridge.session.session import Session
     from smbridge.transports.batch import WriteBatcher
 
 
@@ -66,12 +67,18 @@ class Pending(Protocol):
     def fail(self, error: ProtocolError) -> None: ...
 
 
+class ReplyTarget(Protocol):
+    """Where a forwarded request's answer goes: a session, or a timer wrapped around one."""
+
+    def send(self, data: bytes) -> None: ...
+
+
 class RelayPending:
     """A forwarded client request: the answer's bytes go back with the client's requestId."""
 
     __slots__ = ("session", "object_type", "event_id", "request_id")
 
-    def __init__(self, session: Session, object_type: int, event_id: int, request_id: int):
+    def __init__(self, session: ReplyTarget, object_type: int, event_id: int, request_id: int):
         self.session = session
         self.object_type = object_type
         self.event_id = event_id
@@ -113,8 +120,30 @@ class DeferredPending:
         self.deferred.errback(error)
 
 
+_PART_TYPE, _PART_EVENT = LINK_SNAPSHOT_PART  # compared on every notification: plain ints
+_SUBSCRIBE_TYPE, _SUBSCRIBE_EVENT = LINK_SUBSCRIBE
+MAX_ASSEMBLED_BYTES = 1 << 30  # one Subscribe answer in pieces may not exceed this in total
+
+
+class _Assembling:
+    """A Subscribe answer arriving in pieces (SnapshotPart), for the waiter of its request."""
+
+    __slots__ = ("pending", "assembly", "bytes")
+
+    def __init__(self, pending: Pending, first: Frame) -> None:
+        self.pending = pending
+        self.assembly = Assembly(first.parsed())
+        self.bytes = len(first.payload)
+
+
 class UpstreamLink(BatchedProtocol):
-    """One TLS connection to the Notifier; ``max_frame`` caps the frames it takes from it."""
+    """One TLS connection to the Notifier; ``max_frame`` caps the frames it takes from it.
+
+    A Subscribe answer too large for one frame comes in pieces (docs/protocol.md,
+    Link): a response with ``more: true`` and ``sub``, then SnapshotPart
+    notifications for that ``sub`` until ``more`` is false. The link puts them
+    together and only then resolves the request, so the fan-out sees one snapshot.
+    """
 
     log = Logger()
 
@@ -130,6 +159,7 @@ class UpstreamLink(BatchedProtocol):
         self._next_id = 0
         self.close_reason: str | None = None  # why we dropped the link ourselves, if we did
         self.dropped_silent = False  # dropped for silence (--link-dead-after)
+        self.assembling: dict[int, _Assembling] = {}  # sub -> a Subscribe answer in pieces
 
     def connectionMade(self) -> None:
         self.connected = True
@@ -140,6 +170,8 @@ class UpstreamLink(BatchedProtocol):
         try:
             self._frames(events)
         finally:
+            if self.batcher.staged is not None:
+                self.batcher.unstage()  # the fan-out's run: this read's events (fanout.py)
             if data:
                 # Whatever comes in (a part of a frame too), the Notifier is alive: the
                 # wait restarts if requests are still out (a waiter that already timed
@@ -150,11 +182,15 @@ class UpstreamLink(BatchedProtocol):
         for event in events:
             if type(event) is Frame:
                 if event.kind == Kind.NOTIFICATION:
-                    self._notification(event)
+                    if event.event_id == _PART_EVENT and event.object_type == _PART_TYPE:
+                        self._part(event)
+                    else:
+                        self._notification(event)
                 else:
                     pending = self.pending.take(event.request_id)
                     if pending is not None:
-                        pending.resolve(event)
+                        if not self._first_piece(event, pending):
+                            pending.resolve(event)
                     else:
                         self.late_answers += 1  # timed out already: answered once, dropped
             else:
@@ -164,6 +200,54 @@ class UpstreamLink(BatchedProtocol):
                 self.close_reason = f"the Notifier sent a bad frame{hint}: {event.message}"
                 self.transport.loseConnection()  # type: ignore[union-attr]
                 return
+
+    def _first_piece(self, frame: Frame, pending: Pending) -> bool:
+        """True when ``frame`` opens a Subscribe answer in pieces (kept until the last)."""
+        if frame.event_id != _SUBSCRIBE_EVENT or frame.object_type != _SUBSCRIBE_TYPE:
+            return False  # (cheap first: every relayed answer passes here)
+        if frame.kind != Kind.RESPONSE:
+            return False
+        if b'"more":true' not in frame.payload:
+            return False
+        try:
+            body = frame.parsed()
+        except ValueError:
+            return False  # the waiter reports the bad payload
+        sub = body.get("sub")
+        if body.get("more") is not True or isinstance(sub, bool) or not isinstance(sub, int):
+            return False
+        self.assembling[sub] = _Assembling(pending, frame)
+        return True
+
+    def _part(self, frame: Frame) -> None:
+        """A SnapshotPart: add it to its answer; the last one resolves the request."""
+        entry = self.assembling.get(frame.request_id)
+        if entry is None:
+            self.log.warn(
+                "SnapshotPart for sub {sub}, which is not being assembled: ignored",
+                sub=frame.request_id,
+                event="upstream.part.unexpected",
+            )
+            return
+        entry.bytes += len(frame.payload)
+        try:
+            body = frame.parsed()
+        except ValueError as e:
+            del self.assembling[frame.request_id]
+            entry.pending.fail(UpstreamError(f"the Notifier sent a bad SnapshotPart: {e}"))
+            return
+        if entry.bytes > MAX_ASSEMBLED_BYTES:
+            del self.assembling[frame.request_id]
+            entry.pending.fail(UpstreamError("a Subscribe answer in pieces exceeds 1 GiB"))
+            return
+        entry.assembly.add(body)
+        if body.get("more") is True:
+            return
+        del self.assembling[frame.request_id]
+        whole = entry.assembly.result
+        whole.pop("more", None)
+        whole.pop("sub", None)
+        entry.pending.resolve(Frame(Kind.RESPONSE, *LINK_SUBSCRIBE, 0, b"", body=whole))
 
     def _notification(self, frame: Frame) -> None:
         try:
@@ -246,6 +330,9 @@ class UpstreamLink(BatchedProtocol):
         error = UpstreamUnavailable("the Notifier link dropped while the request was in flight")
         for waiter in self.pending.drain():
             waiter.fail(error)
+        assembling, self.assembling = self.assembling, {}
+        for entry in assembling.values():
+            entry.pending.fail(error)
         self.connector.link_lost(self, reason)
 
 

@@ -8,5 +8,13 @@ a demo page that uses it (``index.html``, ``app.js``, ``style.css``).
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-SDK = ("smbridge.js", "codec.js", "connection.js", "core.js", "order.js", "smbridge.d.ts")
+SDK = (
+    "smbridge.js",
+    "session_core.js",
+    "codec.js",
+    "connection.js",
+    "core.js",
+    "order.js",
+    "smbridge.d.ts",
+)
 FILES = ("index.html", "app.js", "style.css", "package.json", *SDK)

@@ -196,3 +196,36 @@ export class WatchSet {
     return out;
   }
 }
+
+/** Every entry of directory `name` (GetDirectory paging, docs/protocol.md): follows `next`
+ * until `more` is false; if `version` changes between pages the walk starts again (at most
+ * `tries` times), as smbridge/client/directory.py does. `request(body)` sends GetDirectory. */
+export async function readDirectory(request, name, { limit = null, tries = 5 } = {}) {
+  for (let attempt = 0; attempt < tries; attempt += 1) {
+    const body = limit === null ? { name } : { name, limit };
+    const first = await request(body);
+    const entries = [...(first.entries || [])];
+    let page = first;
+    let same = true;
+    for (let n = 0; page.more && n < 100000; n += 1) {
+      page = await request({ ...body, offset: page.next });
+      if (page.version !== first.version) { same = false; break; }
+      entries.push(...(page.entries || []));
+    }
+    if (same) {
+      return { name: first.name ?? name, entries, total: first.total ?? entries.length,
+        version: first.version };
+    }
+  }
+  throw new SmbridgeError("directory-changing",
+    `directory ${name} changed during each of ${tries} reads; try again later`);
+}
+
+/** A watch reply with `more: true` made whole: its items, then the `added` items of the
+ * `continued` change events that followed it (docs/protocol.md, "Large answers"), in order. */
+export function gatherSnapshot(reply, tail, field) {
+  const whole = { ...reply, [field]: [...(reply[field] || [])] };
+  delete whole.more;
+  for (const part of tail) whole[field].push(...(part.added || []));
+  return whole;
+}

@@ -85,6 +85,37 @@ export declare class WatchSet {
   snapshots(message: Message, body: Payload, reply: Payload): Record<string, unknown>;
 }
 
+/** One GetDirectory page (docs/protocol.md, "Large answers"); at most 256 KiB of payload. */
+export interface DirectoryPage {
+  name: string;
+  entries: Payload[];
+  offset: number;
+  total: number;
+  /** The offset of the next page, or null on the last. */
+  next: number | null;
+  more: boolean;
+  /** Changes with every change to the directory: pages of one walk share it. */
+  version: number;
+}
+/** A whole directory, read page by page. */
+export interface DirectoryListing {
+  name: string;
+  entries: Payload[];
+  total: number;
+  version: number;
+}
+export interface ReadDirectoryOptions {
+  /** Entries per page at most (the bridge also bounds a page in bytes). */
+  limit?: number | null;
+  /** Walks started again when the directory changes under one (5). */
+  tries?: number;
+}
+/** A watch reply with `more: true` and the `continued` events after it, as one snapshot. */
+export declare function gatherSnapshot(reply: Payload, tail: Payload[], field: string): Payload;
+/** Follow GetDirectory pages with `request`; rejects SmbridgeError directory-changing. */
+export declare function readDirectory(request: (body: Payload) => Promise<Payload>,
+  name: string, options?: ReadDirectoryOptions): Promise<DirectoryListing>;
+
 // --- order.js ---------------------------------------------------------------------
 export interface RosterEntry {
   name: string;
@@ -170,7 +201,8 @@ export interface SessionOptions {
   /** The bridge's linger time in seconds (120): resumes stay within it. */
   linger?: number;
   resumeTries?: number;
-  /** Reconnect rounds before giving up (no-bridge); null (default): until logoff. */
+  /** Reconnect rounds before giving up (no-bridge, or tenant-limit when that was the last
+   * answer); null (default): until logoff. */
   rounds?: number | null;
   /** Seconds a Heartbeat may go unanswered before the connection counts as dead (60). */
   heartbeatTimeout?: number;
@@ -204,7 +236,7 @@ export interface SessionEventMap {
   migrated: CustomEvent<SessionInfo & { reason: string | null }>;
   /** Rebuild your view: `snapshots` maps each watch's topic to its fresh snapshot. */
   resynchronised: CustomEvent<SessionInfo & { reason: string; snapshots: Record<string, Payload> }>;
-  /** For good: logoff, logon-failed, no-bridge, terminated:<reason>, ... */
+  /** For good: logoff, logon-failed, no-bridge, tenant-limit, terminated:<reason>, ... */
   ended: CustomEvent<{ reason: string; sessionId: string | null }>;
   statechange: CustomEvent<{ state: SessionState }>;
 }
@@ -227,6 +259,7 @@ export declare class Session extends EventTarget {
   start(): Promise<Payload>;
   /** Any request; waits while the session reconnects; rejects SmbridgeError. */
   request(message: Message, body?: Payload, options?: { timeout?: number | null }): Promise<Payload>;
+  /** WatchQueue; the whole snapshot, a large one's `continued` tail gathered. */
   watchQueue(queue: string): Promise<Payload>;
   unwatchQueue(queue: string): Promise<Payload>;
   watchStatus(users: string[]): Promise<Payload>;
@@ -234,6 +267,10 @@ export declare class Session extends EventTarget {
   watchStatistics(workgroup: string, stats: string[]): Promise<Payload>;
   unwatchStatistics(workgroup: string): Promise<Payload>;
   getVersion(): Promise<Payload>;
+  /** Every entry of a directory, its pages followed. */
+  getDirectory(name: string, options?: ReadDirectoryOptions): Promise<DirectoryListing>;
+  /** One GetDirectory page. */
+  getDirectoryPage(name: string, offset?: number, limit?: number | null): Promise<DirectoryPage>;
   getResourceUri(kind: string, path: string): Promise<Payload>;
   /** End for good: DestroySession, close; no more reconnects. */
   logoff(): Promise<void>;

@@ -113,6 +113,7 @@ export class FakeBridge {
     this.requests = [];
     this.down = false;
     this.silent = new Set(); // request names left unanswered
+    this.pieces = new Map(); // queue -> [first items, tail items...]: a snapshot in pieces
   }
 
   _closed(socket) {
@@ -151,6 +152,13 @@ export class FakeBridge {
     } else if (name === "DestroySession") {
       if (session) this.sessions.delete(session.id);
       reply({});
+    } else if (name === "WatchQueue" && this.pieces.has(frame.body.queue)) {
+      session.watches.push(frame.body.queue);
+      const queue = frame.body.queue;
+      const [first, ...tail] = this.pieces.get(queue);
+      reply({ queue, interactions: first, more: true });
+      tail.forEach((added, i) => this.notify(session.id, 173, 3,
+        { queue, added, changed: [], removed: [], continued: true, more: i < tail.length - 1 }));
     } else if (name === "WatchQueue") {
       session.watches.push(frame.body.queue);
       reply({ queue: frame.body.queue, interactions: [{ id: `at-${this.name}` }] });
