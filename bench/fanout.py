@@ -1,10 +1,13 @@
-"""QueueChanged deliveries per second to many watching sessions.
+"""QueueChanged deliveries per CPU second to many watching sessions, at saturation.
 
-Through the bridge: N clients log on, watch ``queue:Sales``, and the Notifier's
+Through the bridge: N clients log on and watch ``queue:Sales``, and the Notifier's
 traffic generator is turned up until the bridge is the bottleneck. Reference:
-``minimal_fanout.py`` writes the very frames the bridge delivered (captured from
-a sample client) to the same number of connections. Both over clear-text TCP on
-loopback, so that the figure is the fan-out machinery and not OpenSSL.
+``minimal_fanout.py``, registered on the same Notifier, subscribes to the same topic
+once its N plain clients are connected and writes every upstream read's events,
+joined, to each client in one write. Both over clear-text TCP on loopback to the
+clients, so that the figure is the fan-out machinery and not OpenSSL; both read the
+Notifier over TLS. The figure compared is deliveries per CPU second of the server
+process (``per_cpu_s``), rounds alternating between the two.
 
 All clients receive the same stream, so only a sample parses frames; the rest
 count bytes, and deliveries are bytes times the sample's frames per byte.
@@ -14,7 +17,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import treq
@@ -26,27 +28,6 @@ from bench.common import Counter, request
 from smbridge.codec import catalog as c
 
 SAMPLE = 10
-
-
-class Capturing(Counter):
-    """A counter that also keeps the first frames it counts (the reference replays them)."""
-
-    def __init__(self, *args: Any, keep: int = 300, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.keep = keep
-        self.kept: list[bytes] = []
-        self._raw = b""
-
-    def dataReceived(self, data: bytes) -> None:
-        if not self._scripted and self.running and len(self.kept) < self.keep:
-            self._raw += data
-            while len(self._raw) >= 4:
-                n = 4 + int.from_bytes(self._raw[:4], "big")
-                if len(self._raw) < n:
-                    break
-                self.kept.append(self._raw[:n])
-                self._raw = self._raw[n:]
-        super().dataReceived(data)
 
 
 @defer.inlineCallbacks
@@ -76,12 +57,42 @@ def _window(reactor: Any, counters: list[Counter], seconds: float, procs: list[A
     sf1, sb1 = sum(x.frames for x in sample), sum(x.bytes for x in sample)
     cpu1 = [p.cpu_seconds() for p in procs]
     frames_per_byte = (sf1 - sf0) / max(1, sb1 - sb0)
+    rate = (b1 - b0) * frames_per_byte / (t1 - t0)
+    cpu = cpu1[0] - cpu0[0]
     return {
-        "rate": (b1 - b0) * frames_per_byte / (t1 - t0),
+        "rate": rate,
+        "per_cpu_s": round(rate * (t1 - t0) / cpu) if cpu > 0 else None,
         "frame_bytes": round(1 / frames_per_byte, 1) if frames_per_byte else None,
         "cpu": [round(b - a, 2) for a, b in zip(cpu0, cpu1, strict=True)],
         "seconds": round(t1 - t0, 2),
     }
+
+
+@defer.inlineCallbacks
+def _measure(
+    reactor: Any,
+    control: str,
+    counters: list[Counter],
+    cps: float,
+    seconds: float,
+    procs: list[Any],
+    goodbye: bytes = b"",
+) -> Any:
+    """Traffic on, the window, traffic off, clients closed (the server lets the topic go)."""
+    for counter in counters:
+        counter.start()
+    response = yield treq.post(f"{control}/api/traffic", json={"callsPerSecond": cps})
+    yield response.content()
+    try:
+        result = yield _window(reactor, counters, seconds, procs)
+    finally:
+        response = yield treq.post(f"{control}/api/traffic", json={"callsPerSecond": 0})
+        yield response.content()
+        for counter in counters:
+            if goodbye:  # log off: a lingering session would still be sent every event
+                counter.transport.write(goodbye)
+            counter.transport.loseConnection()
+    return result
 
 
 @defer.inlineCallbacks
@@ -93,43 +104,37 @@ def through_bridge(
     cps: float,
     seconds: float,
     procs: list[Any],
-    frames_file: Path,
 ) -> Any:
-    yield treq.post(f"{control}/api/traffic", json={"callsPerSecond": 0})
+    """N sessions log on and watch queue:Sales; ``procs[0]`` is the bridge."""
 
     def make(i: int) -> Counter:
         script = [
             request(c.CREATE_SESSION, {"user": f"agent{i % 50 + 1}", "password": "demo"}),
             request(c.WATCH_QUEUE, {"queue": "Sales"}, rid=2),
         ]
-        cls = Capturing if i < SAMPLE else Counter
-        return cls(script, count_frames=i < SAMPLE)
+        return Counter(script, count_frames=i < SAMPLE)
 
     counters = yield _connect_all(reactor, port, make, clients)
-    for counter in counters:
-        counter.start()
-    response = yield treq.post(f"{control}/api/traffic", json={"callsPerSecond": cps})
-    yield response.content()
-    result = yield _window(reactor, counters, seconds, procs)
-    yield treq.post(f"{control}/api/traffic", json={"callsPerSecond": 0})
-    kept = [f for f in counters[0].kept if f[10:14] == b"\0\0\0\0"]
-    frames_file.write_bytes(b"".join(kept))
-    result["captured_frames"] = len(kept)
-    for counter in counters:
-        counter.transport.loseConnection()
+    goodbye = request(c.DESTROY_SESSION, {}, rid=3)
+    result = yield _measure(reactor, control, counters, cps, seconds, procs, goodbye)
     return result
 
 
 @defer.inlineCallbacks
-def reference(reactor: Any, port: int, clients: int, seconds: float, procs: list[Any]) -> Any:
+def reference(
+    reactor: Any,
+    port: int,
+    control: str,
+    clients: int,
+    cps: float,
+    seconds: float,
+    procs: list[Any],
+) -> Any:
+    """N plain clients on minimal_fanout.py (``procs[0]``), which then subscribes."""
     counters = yield _connect_all(
         reactor, port, lambda i: Counter([], count_frames=i < SAMPLE), clients
     )
-    for counter in counters:
-        counter.start()
-    result = yield _window(reactor, counters, seconds, procs)
-    for counter in counters:
-        counter.transport.loseConnection()
+    result = yield _measure(reactor, control, counters, cps, seconds, procs)
     return result
 
 

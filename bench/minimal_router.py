@@ -2,8 +2,9 @@
 
 It registers on the Notifier's link like a bridge, subscribes once to every topic
 named in a watch plan, and writes each event's bytes to the connections the plan
-says watch that topic: one ``transport.write`` per event per watcher, no batching,
-no sessions, timers, visibility or limits. Clients are matched to the plan by the
+says watch that topic: the events of one upstream read for a client joined into one
+``transport.write`` (issue 16: the strong reference), no sessions, timers,
+visibility or limits. Clients are matched to the plan by the
 ``user`` of their first frame; every request gets an empty response so that the
 same client script runs against it as against the bridge.
 """
@@ -87,6 +88,7 @@ class Upstream(Protocol):
     def dataReceived(self, data: bytes) -> None:
         buf = self.buf + data
         pos = 0
+        out: dict[Client, list[bytes]] = {}  # this read's events per client, in order
         while len(buf) - pos >= 14:
             length, _, kind, _, _, rid = _HDR.unpack_from(buf, pos)
             end = pos + 4 + length
@@ -97,9 +99,15 @@ class Upstream(Protocol):
                 if watchers:
                     raw = buf[pos : pos + 10] + b"\0\0\0\0" + buf[pos + 14 : end]
                     for client in watchers:
-                        client.transport.write(raw)  # type: ignore[union-attr]
+                        queued = out.get(client)
+                        if queued is None:
+                            out[client] = [raw]
+                        else:
+                            queued.append(raw)
             pos = end
         self.buf = buf[pos:]
+        for client, frames in out.items():
+            client.transport.write(b"".join(frames))  # type: ignore[union-attr]
 
 
 class Fan:

@@ -9,6 +9,15 @@ leave releases the subscription. Each upstream event is encoded once and the
 same bytes are written to every watcher; for scoped topics (directories under
 restricted visibility) once per group of watchers that see the same entries.
 
+Runs: consecutive events of one topic are staged on the write batcher and handed
+to each watcher as one joined piece (a :class:`~smbridge.transports.held.Run`),
+so a burst of N events costs each watcher one call, not N. The run is handed out
+before anything else can reach a client or change the watchers: before any other
+frame is queued for any connection (every send path calls ``unstage``), before an
+event of another topic, before a watch, an unwatch or a snapshot, and at the end
+of the turn; what a client receives, and in which order, is what it would have
+been event by event.
+
 Reference counting: a topic is held while it has watchers, watchers waiting for
 its first snapshot, or a pin (the bridge's own use: cached directories, server
 parameters). Every way a watcher can leave goes through :meth:`unwatch`, which
@@ -29,6 +38,8 @@ from smbridge.codec.catalog import LINK_SUBSCRIBE, LINK_UNSUBSCRIBE
 from smbridge.errors import ProtocolError
 from smbridge.router.visibility import filter_change, visible_entries
 from smbridge.topics import ItemSetState, TopicState
+from smbridge.transports.batch import WriteBatcher
+from smbridge.transports.held import Run
 
 if TYPE_CHECKING:
     from smbridge.upstream.connector import UpstreamConnector
@@ -42,12 +53,24 @@ class WatchCancelled(ProtocolError):
     code = "cancelled"
 
 
+def _run_sender(watcher: Watcher) -> Callable[[bytes, list[bytes]], None]:
+    send_run: Callable[[bytes, list[bytes]], None] | None = getattr(watcher, "send_run", None)
+    if send_run is not None:
+        return send_run
+
+    def frame_by_frame(run: bytes, frames: list[bytes]) -> None:
+        for frame in frames:
+            watcher.send(frame)
+
+    return frame_by_frame
+
+
 Snapshot = dict[str, Any]
 ScopeOf = Callable[[Any], Hashable]  # watcher -> its visibility scope (None: sees all)
 
 
 class Topic:
-    __slots__ = ("name", "sub", "state", "watchers", "waiting", "pinned", "scoped")
+    __slots__ = ("name", "sub", "state", "watchers", "waiting", "pinned", "scoped", "_runs")
 
     def __init__(self, name: str, sub: int, scoped: bool) -> None:
         self.name = name
@@ -57,6 +80,17 @@ class Topic:
         self.waiting: list[tuple[Watcher | None, defer.Deferred[Snapshot]]] = []
         self.pinned = False  # held by the bridge itself
         self.scoped = scoped  # events filtered per watcher scope (directories)
+        self._runs: list[Callable[[bytes, list[bytes]], None]] | None = None
+
+    def run_senders(self) -> list[Callable[[bytes, list[bytes]], None]]:
+        """Each watcher's ``send_run`` (made again after the watchers change)."""
+        runs = self._runs
+        if runs is None:
+            runs = self._runs = [_run_sender(watcher) for watcher in self.watchers]
+        return runs
+
+    def changed(self) -> None:
+        self._runs = None
 
     @property
     def idle(self) -> bool:
@@ -66,8 +100,20 @@ class Topic:
 class FanOut:
     log = Logger()
 
-    def __init__(self, upstream: UpstreamConnector, scope_of: ScopeOf | None = None) -> None:
+    def __init__(
+        self,
+        upstream: UpstreamConnector,
+        scope_of: ScopeOf | None = None,
+        batcher: WriteBatcher | None = None,
+    ) -> None:
         self.upstream = upstream
+        # Where runs of events are staged (the connections' batcher, by default the
+        # link's); None: every event goes to its watchers at once.
+        if batcher is None:
+            batcher = getattr(getattr(upstream, "link_factory", None), "batcher", None)
+        self.batcher = batcher
+        self._run_topic: Topic | None = None
+        self._run: list[bytes] = []
         self.scope_of: ScopeOf = scope_of or (lambda watcher: None)
         self.topics: dict[str, Topic] = {}
         self._by_sub: dict[int, Topic] = {}
@@ -80,6 +126,7 @@ class FanOut:
     # --- watching ----------------------------------------------------------------
     def watch(self, name: str, watcher: Watcher | None) -> defer.Deferred[Snapshot]:
         """Add a watcher (``None``: pin the topic for the bridge) and fire with a snapshot."""
+        self.unstage()
         topic = self.topics.get(name)
         if topic is None:
             self._next_sub += 1
@@ -106,14 +153,17 @@ class FanOut:
             topic.pinned = True
         else:
             topic.watchers.add(watcher)
+            topic.changed()
 
     def unwatch(self, name: str, watcher: Watcher) -> bool:
         """Remove a watcher, or cancel its pending watch; release the topic when idle."""
+        self.unstage()
         topic = self.topics.get(name)
         if topic is None:
             return False
         found = watcher in topic.watchers
         topic.watchers.discard(watcher)
+        topic.changed()
         cancelled = [d for w, d in topic.waiting if w is watcher]
         if cancelled:
             topic.waiting = [(w, d) for w, d in topic.waiting if w is not watcher]
@@ -143,6 +193,7 @@ class FanOut:
     def _subscribed(self, topic: Topic, reply: dict[str, Any]) -> None:
         if self._by_sub.get(topic.sub) is not topic:
             return  # released meanwhile
+        self.unstage()
         try:
             state = TopicState.from_snapshot(topic.name, reply.get("snapshot", {}))
         except (KeyError, TypeError, ValueError) as e:
@@ -197,14 +248,54 @@ class FanOut:
         message = (frame.object_type, frame.event_id)
         if topic.watchers:
             if topic.scoped:
+                self.unstage()
                 self._deliver_scoped(topic, frame, body)
             else:
                 raw = encode_raw(Kind.NOTIFICATION, *message, 0, frame.payload)
-                for watcher in topic.watchers:
-                    watcher.send(raw)
+                batcher = self.batcher
+                if batcher is None:
+                    for watcher in topic.watchers:
+                        watcher.send(raw)
+                else:
+                    if self._run_topic is not topic:
+                        self.unstage()  # another topic's run goes first
+                        self._run_topic = topic
+                        batcher.stage(self._hand_out)
+                    self._run.append(raw)
         topic.state.apply(body, message)
         for listener in self._listeners.get(topic.name, ()):
             listener(body)
+
+    def unstage(self) -> None:
+        """Hand the staged run of events to its watchers now (if one is staged)."""
+        if self._run_topic is not None and self.batcher is not None:
+            self.batcher.unstage()
+
+    def _hand_out(self) -> None:
+        """The batcher's call: each watcher of the run's topic gets the run, in one piece."""
+        topic, frames = self._run_topic, self._run
+        self._run_topic, self._run = None, []
+        if topic is None or not frames:
+            return
+        failed = 0
+        if len(frames) == 1:
+            raw = frames[0]
+            for watcher in topic.watchers:
+                try:
+                    watcher.send(raw)
+                except Exception:  # one watcher's failure is not the others' (nor the caller's)
+                    failed += 1
+                    if failed == 1:
+                        self.log.failure("Handing out a run failed", event="fanout.run_failed")
+            return
+        run = Run.of(frames)
+        for send_run in topic.run_senders():
+            try:
+                send_run(run, frames)
+            except Exception:
+                failed += 1
+                if failed == 1:
+                    self.log.failure("Handing out a run failed", event="fanout.run_failed")
 
     def _deliver_scoped(self, topic: Topic, frame: Frame, body: dict[str, Any]) -> None:
         groups: dict[Any, list[Watcher]] = {}
@@ -235,6 +326,7 @@ class FanOut:
         re-subscription is answered, its copy replaced by the fresh snapshot or kept
         when the Notifier refused (logged).
         """
+        self.unstage()
         answers = []
         for topic in list(self.topics.values()):
             if topic.state is not None:
@@ -250,6 +342,7 @@ class FanOut:
 
     def snapshots(self, watcher: Watcher, names: Iterable[str]) -> dict[str, Snapshot]:
         """The current snapshot of each named topic ``watcher`` watches (scoped: filtered)."""
+        self.unstage()
         out: dict[str, Snapshot] = {}
         for name in names:
             topic = self.topics.get(name)
@@ -265,4 +358,5 @@ class FanOut:
 
     def _resubscribed(self, topic: Topic, reply: dict[str, Any]) -> None:
         if self._by_sub.get(topic.sub) is topic:
+            self.unstage()
             topic.state = TopicState.from_snapshot(topic.name, reply.get("snapshot", {}))

@@ -189,6 +189,8 @@ class ClientConnection(HeldSendPath):
                         )
                     )
                     return
+                if self.batcher.staged is not None:
+                    self.batcher.unstage()  # a request sees the events that came before it
                 try:
                     self.router.handle(self, event)
                 except Exception:
@@ -234,6 +236,8 @@ class ClientConnection(HeldSendPath):
         The connection lets go of its transport as producer first: TLS shuts down
         only once no producer is registered (``TLSMemoryBIOProtocol.loseConnection``).
         """
+        if self.batcher.staged is not None:
+            self.batcher.unstage()  # the fan-out's run goes out with the rest
         if self.connected and not self.dropped:
             self._resume_for_close()
             self.flush()
@@ -241,6 +245,8 @@ class ClientConnection(HeldSendPath):
             self.transport.loseConnection()  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if self.batcher.staged is not None:
+            self.batcher.unstage()  # the fan-out's run is held for the session below
         self.connected = False
         if self.prelogon is not None:
             self.prelogon.done()

@@ -35,6 +35,45 @@ MAX_HELD_BYTES = 4 << 20  # bytes held for one client (any path) before it is dr
 UNBOUNDED = 1 << 62  # a dropped connection's limit: it is counted no more
 
 
+class Run(bytes):
+    """Notifications for many clients at once, joined once (the fan-out's run of events).
+
+    The same object is queued for every watcher of a topic: ``frames`` are its
+    frames (all notifications), ``tally`` their count and bytes per frame header,
+    for the per-priority figures (``Sender.written``).
+    """
+
+    frames: list[bytes]
+    tally: list[tuple[bytes, int, int]]
+    largest: int  # the size of its largest frame (the safeguard lets small ones pass)
+
+    @classmethod
+    def of(cls, frames: list[bytes]) -> Run:
+        run = cls(b"".join(frames))
+        run.frames = frames
+        heads: dict[bytes, list[int]] = {}
+        for frame in frames:
+            tally = heads.setdefault(frame[5:10], [0, 0])
+            tally[0] += 1
+            tally[1] += len(frame)
+        run.tally = [(head, n, size) for head, (n, size) in heads.items()]
+        run.largest = max(map(len, frames))
+        return run
+
+
+def expand(out: list[bytes]) -> list[bytes]:
+    """``out`` with every :class:`Run` replaced by its frames."""
+    if not any(type(frame) is Run for frame in out):
+        return out
+    frames: list[bytes] = []
+    for frame in out:
+        if type(frame) is Run:
+            frames.extend(frame.frames)
+        else:
+            frames.append(frame)
+    return frames
+
+
 class Bounds(Protocol):
     """The bounds a connection's factory sets (``--max-held-bytes``, the unread time)."""
 
@@ -67,6 +106,13 @@ class HeldSendPath(BatchedProtocol):
     sent_frames = 0
     _stall_call: IDelayedCall | None = None
 
+    # Runs are written whole, except where ``_write`` wraps each frame (the tunnel).
+    _whole_runs = True
+
+    def __init_subclass__(cls, **kw: object) -> None:
+        super().__init_subclass__(**kw)
+        cls._whole_runs = cls._write is HeldSendPath._write
+
     def _update_mode(self) -> None:
         if self.dropped:
             self.send = self._send_dropped  # type: ignore[method-assign]
@@ -89,6 +135,8 @@ class HeldSendPath(BatchedProtocol):
         """The direct path: queue for the turn's write, counted against the bound."""
         if not self.connected:
             return
+        if self.batcher.staged is not None:
+            self.batcher.unstage()  # the fan-out's run goes first (it came first)
         out = self._out
         if not out:
             self.batcher.mark(self)
@@ -97,6 +145,37 @@ class HeldSendPath(BatchedProtocol):
         self._room = room
         if room < 0:
             self._check_bound()
+
+    def send_run(self, run: Run) -> None:
+        """Queue the fan-out's run of notifications (router/fanout.py) as one piece.
+
+        The direct path takes it whole, and so does a paused connection (held, as
+        ``deliver`` holds) and, while the memory safeguard is on, a run of frames it
+        passes unchanged (all small); a limited or dropped connection, a run the
+        safeguard would look into, or a connection whose ``_write`` wraps each frame
+        (the tunnel) takes its frames one by one, as if each had been sent.
+        """
+        if (
+            self._limited
+            or self.dropped
+            or not self._whole_runs
+            or (self._guarded and run.largest > self.sender.settings.small_message_bytes)
+        ):
+            for frame in run.frames:
+                self.send(frame)
+            return
+        if not self.connected:
+            return
+        out = self._out
+        if not out and not self._paused:
+            self.batcher.mark(self)
+        out.append(run)
+        room = self._room - len(run)
+        self._room = room
+        if room < 0:
+            self._check_bound()
+        if self._paused:
+            self.sender.watch_memory()  # held bytes are recounted while any are held
 
     def _take(self, size: int) -> None:
         """Count ``size`` more bytes held for the client (the slow paths)."""
@@ -107,6 +186,8 @@ class HeldSendPath(BatchedProtocol):
 
     def _send_dropped(self, data: bytes) -> None:
         """Dropped, abort pending (this turn): hold the frame for the session (hand_back)."""
+        if self.batcher.staged is not None:
+            self.batcher.unstage()
         if self.connected:
             self._out.append(data)
             self._room -= len(data)
@@ -114,6 +195,8 @@ class HeldSendPath(BatchedProtocol):
     def _send_slow(self, data: bytes) -> None:
         if not self.connected:
             return
+        if self.batcher.staged is not None:
+            self.batcher.unstage()
         if self._guarded:
             guarded = self.sender.guard(self, data)
             if guarded is None:
@@ -129,6 +212,8 @@ class HeldSendPath(BatchedProtocol):
         """The limiter's path: while it is limiting, collect for the sender's turn-end."""
         if not self.connected:
             return
+        if self.batcher.staged is not None:
+            self.batcher.unstage()
         room = self._room - len(data)
         self._room = room
         if room < 0:
@@ -179,20 +264,35 @@ class HeldSendPath(BatchedProtocol):
         written = self.sender.written
         session = self.session
         replay = session.replay if session is not None and number else None
-        size = 0
+        size = count = numbered = 0
+        notes: list[bytes] = []  # the notifications, in order, numbered at once below
         for frame in out:
             n = len(frame)
             size += n
+            if type(frame) is Run:
+                for head, frames, nbytes in frame.tally:
+                    tally = written.get(head)
+                    if tally is None:
+                        tally = written[head] = [0, 0]
+                    tally[0] += frames
+                    tally[1] += nbytes
+                count += len(frame.frames) - 1
+                notes += frame.frames
+                numbered += n
+                continue
             head = frame[5:10]
             tally = written.get(head)
             if tally is None:
                 tally = written[head] = [0, 0]
             tally[0] += 1
             tally[1] += n
-            if replay is not None and frame[5] == _NOTIFICATION:
-                replay.append(frame)
+            if frame[5] == _NOTIFICATION:
+                notes.append(frame)
+                numbered += n
+        if replay is not None and notes:
+            replay.append_all(notes, numbered)
         self.sent_bytes += size
-        self.sent_frames += len(out)
+        self.sent_frames += len(out) + count
         return size
 
     def _write(self, out: list[bytes]) -> None:
@@ -207,6 +307,8 @@ class HeldSendPath(BatchedProtocol):
         """
         if not self.connected:
             return
+        if self.batcher.staged is not None:
+            self.batcher.unstage()
         out, self._out = self._out, []
         self._room += self._account(out)
         self._account(frames, number=False)
@@ -222,7 +324,9 @@ class HeldSendPath(BatchedProtocol):
         keeps them, numbered after everything written, for its replay on a resume.
         """
         session = self.session
-        held, self._out = self._out, []
+        if self.batcher.staged is not None:
+            self.batcher.unstage()
+        held, self._out = expand(self._out), []
         sender = getattr(self, "sender", None)
         if sender is not None:
             held += sender.take_waiting(self)
