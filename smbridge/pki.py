@@ -13,13 +13,13 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from twisted.internet import ssl
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorTime
 
@@ -43,9 +43,9 @@ def _now() -> datetime.datetime:
 
 
 def make_ca(
-    common_name: str = "smbridge private CA", days: int = 3650
+    common_name: str = "smbridge private CA", days: int = 3650, path_length: int | None = 0
 ) -> tuple[Key, x509.Certificate]:
-    """Create a self-signed certificate authority."""
+    """Create a self-signed certificate authority (``path_length`` 0: no intermediates)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = _name(common_name)
     now = _now()
@@ -57,13 +57,48 @@ def make_ca(
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(
             x509.KeyUsage(False, False, False, False, False, True, True, False, False),
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def issue_intermediate(
+    ca_key: Key,
+    ca_cert: x509.Certificate,
+    common_name: str,
+    days: int = 1825,
+    not_before: datetime.datetime | None = None,
+) -> tuple[Key, x509.Certificate]:
+    """An intermediate CA signed by ``ca_cert`` (which needs a path length above 0).
+
+    It issues leaf certificates only (path length 0); ``not_before`` as in :func:`issue`.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = not_before or _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
     )
     return key, cert
 
@@ -295,12 +330,16 @@ def client_options(
     """TLS client options that verify the server's certificate and name (service-identity).
 
     ``ca`` None: the platform's trust store. ``identity``: a client certificate to
-    present (with its key in the same file, or in ``key``).
+    present (with its key in the same file, or in ``key``); further certificates in
+    its file (intermediate CAs) are sent with it as its chain.
     """
+    chain = x509.load_pem_x509_certificates(identity.read_bytes())[1:] if identity else []
+    extra = [crypto.X509.from_cryptography(c) for c in chain]
     return ssl.optionsForClientTLS(
         hostname,
         trustRoot=load_ca(ca) if ca is not None else None,
         clientCertificate=load_identity(identity, key) if identity is not None else None,
+        extraCertificateOptions={"extraCertChain": extra} if extra else None,
     )
 
 
@@ -345,20 +384,20 @@ def issue_client(
     return files
 
 
-def write_crl(
-    directory: Path, revoked: Sequence[x509.Certificate], out: Path | None = None
-) -> Path:
-    """Write a CRL signed by the site CA under ``directory`` revoking ``revoked``.
-
-    The file is ``crl.pem`` in ``out`` (default ``directory``); it is valid for 30 days.
-    """
-    ca_key, ca_cert = load_site_ca(directory)
-    now = _now()
+def build_crl(
+    issuer_key: Any,
+    issuer_cert: x509.Certificate,
+    revoked: Sequence[x509.Certificate],
+    now: datetime.datetime | None = None,
+    days: int = 30,
+) -> x509.CertificateRevocationList:
+    """A CRL signed by ``issuer`` revoking ``revoked`` (as of a minute before ``now``)."""
+    now = now or _now()
     builder = (
         x509.CertificateRevocationListBuilder()
-        .issuer_name(ca_cert.subject)
+        .issuer_name(issuer_cert.subject)
         .last_update(now - datetime.timedelta(minutes=5))
-        .next_update(now + datetime.timedelta(days=30))
+        .next_update(now + datetime.timedelta(days=days))
     )
     for cert in revoked:
         builder = builder.add_revoked_certificate(
@@ -367,7 +406,18 @@ def write_crl(
             .revocation_date(now - datetime.timedelta(minutes=1))
             .build()
         )
-    crl = builder.sign(ca_key, hashes.SHA256())
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def write_crl(
+    directory: Path, revoked: Sequence[x509.Certificate], out: Path | None = None
+) -> Path:
+    """Write a CRL signed by the site CA under ``directory`` revoking ``revoked``.
+
+    The file is ``crl.pem`` in ``out`` (default ``directory``); it is valid for 30 days.
+    """
+    ca_key, ca_cert = load_site_ca(directory)
+    crl = build_crl(ca_key, ca_cert, revoked)
     path = (out or directory) / "crl.pem"
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(crl.public_bytes(serialization.Encoding.PEM))

@@ -260,11 +260,7 @@ def test_a_directory_subscribed_again_in_pieces_serves_new_pages_with_a_new_vers
     _serve_in_pieces(h, sub, {"name": DIRECTORY, "entries": entries(300)})
     (page,) = h.received(t)
     assert page.parsed()["version"] == 0 and page.parsed()["total"] == 300
-    h.connector.running = True
-    h.notifier.link.connectionLost(None)
-    h.notifier = h.connect_link()
-    (register,) = h.notifier.take()
-    h.notifier.answer(register, {"cic": {"name": "cic2", "role": "primary"}, "parameters": {}})
+    h.switch_over()
     for frame in h.upstream():
         if (frame.object_type, frame.event_id) != c.LINK_SUBSCRIBE:
             continue

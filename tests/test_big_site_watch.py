@@ -103,11 +103,7 @@ def test_switchover_sends_a_large_snapshot_after_the_notice_in_pieces() -> None:
     h.serve(sub, {"queue": "Sales", "interactions": []})
     for _, t in sessions:
         h.received(t)
-    h.connector.running = True
-    h.notifier.link.connectionLost(None)
-    h.notifier = h.connect_link()
-    (register,) = h.notifier.take()
-    h.notifier.answer(register, {"cic": {"name": "cic2", "role": "primary"}, "parameters": {}})
+    h.switch_over()
     for frame in h.upstream():
         if (frame.object_type, frame.event_id) == c.LINK_SUBSCRIBE:
             topic = frame.parsed()["topic"]

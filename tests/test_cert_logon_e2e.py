@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import ssl
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,27 +13,16 @@ from twisted.internet import defer, reactor, threads
 from twisted.trial.unittest import TestCase
 
 from smbridge.client import ClientError, connect
-from smbridge.codec import Decoder, Kind, encode
-from smbridge.codec import catalog as c
-from smbridge.config import TunnelSettings
 from smbridge.session.hook import HookRunner
-from smbridge.testing import OutputProcess, poll, start_site
-from smbridge.testing.client_certs import CertPKI, cert_site, make_cert_pki
+from smbridge.testing import poll
+from smbridge.testing.cli import spawn_client
+from smbridge.testing.client_certs import (
+    RecordingHook,
+    certificate_logons_on_resumed_tls,
+    start_cert_site,
+)
 
 pytestmark = pytest.mark.integration
-
-
-class RecordingHook:
-    """A session hook that keeps the infos it was asked about."""
-
-    def __init__(self) -> None:
-        self.infos: list[Any] = []
-
-    def create(self, info: Any, control: Any) -> None:
-        self.infos.append(info)
-
-    def destroy(self, session: Any, reason: str) -> None:
-        pass
 
 
 class CertificateSite(TestCase):
@@ -48,17 +34,8 @@ class CertificateSite(TestCase):
     @defer.inlineCallbacks
     def setUp(self) -> Any:
         self.work = Path(tempfile.mkdtemp(prefix="smbridge-certs-"))
-        self.certs: CertPKI = make_cert_pki(self.work / "pki")
-        self.site = yield start_site(
-            reactor,
-            self.work,
-            site=cert_site(self.certs),
-            client_ca=self.certs.ca,
-            client_crl=self.certs.crl,
-            ws_port=0,
-            wss_port=0,
-            tunnel=TunnelSettings(trusted_proxies=()),  # nobody's headers are believed
-            logon_free_failures=self.free_failures,
+        self.certs, self.site = yield start_cert_site(
+            reactor, self.work, ws_port=0, logon_free_failures=self.free_failures
         )
         self.addCleanup(self.site.stop)
         self.hook = RecordingHook()
@@ -188,54 +165,30 @@ class CertificateLogon(CertificateSite):
     def test_cli_logs_on_by_certificate(self) -> Any:
         """``smbridge client --cert --key`` logs on without a password; SIGINT logs off."""
         files = self.certs.clients["agent1"]
-        argv = [sys.executable, "-m", "smbridge.cli", "client", self.tls, "--json"]
-        argv += ["--cert", str(files.cert), "--key", str(files.key)]
-        argv += ["--ca", str(self.certs.ca), "--hostname", "localhost"]
-        env = {k: v for k, v in os.environ.items() if k != "SMBRIDGE_PASSWORD"}
-        proc = OutputProcess()
-        transport = reactor.spawnProcess(proc, sys.executable, argv, env=env, path=str(self.work))
-        try:
-            yield poll(lambda: b"CreateSession" in proc.out or proc.ended.called, deadline=15)
-        finally:
-            if not proc.ended.called and b"CreateSession" not in proc.out:
-                transport.signalProcess("KILL")
+        args = [self.tls, "--json", "--cert", str(files.cert), "--key", str(files.key)]
+        args += ["--ca", str(self.certs.ca), "--hostname", "localhost"]
+        client = spawn_client(self, reactor, args, self.work)
+        proc = client.proc
+        yield poll(lambda: b"CreateSession" in proc.out or proc.ended.called, deadline=15)
         logon = json.loads(proc.out.decode().splitlines()[0])["payload"]
         self.assertEqual((logon["auth"], logon["user"]["id"]), ("certificate", "agent1"), proc.err)
-        transport.signalProcess("INT")
+        client.transport.signalProcess("INT")
         code = yield proc.ended
         self.assertEqual(code, 0, proc.err)
 
     @defer.inlineCallbacks
     def test_resumed_tls_sessions_keep_the_certificate(self) -> Any:
         """A TLS session resumed by ticket (1.2 and 1.3) still logs on by its certificate."""
-        files = self.certs.clients["agent1"]
-        port = self.site.client_port
-
-        def story(version: ssl.TLSVersion) -> list[tuple[bool, str | None]]:
-            context = ssl.create_default_context(cafile=str(self.certs.ca))
-            context.minimum_version = context.maximum_version = version
-            context.load_cert_chain(str(files.cert), str(files.key))
-            seen, session = [], None
-            for n in range(2):
-                with socket.create_connection(("127.0.0.1", port), 5) as raw:
-                    with context.wrap_socket(
-                        raw, server_hostname="localhost", session=session
-                    ) as tls:
-                        tls.settimeout(5)
-                        body = {"auth": "certificate", "clientId": f"resume-{version}-{n}"}
-                        tls.sendall(encode(Kind.REQUEST, *c.CREATE_SESSION, 1, body))
-                        decoder, frames = Decoder(), []
-                        while not frames:
-                            chunk = tls.recv(65536)
-                            assert chunk
-                            frames = decoder.feed(chunk)
-                        reply = frames[0].parsed()
-                        seen.append((tls.session_reused, reply.get("auth")))
-                        session = tls.session
-            return seen
-
         for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
-            seen = yield threads.deferToThread(story, version)
+            seen = yield threads.deferToThread(
+                certificate_logons_on_resumed_tls,
+                self.site.client_port,
+                self.certs.ca,
+                self.certs.clients["agent1"].cert,
+                self.certs.clients["agent1"].key,
+                version,
+                "resume",
+            )
             self.assertEqual(seen, [(False, "certificate"), (True, "certificate")], version)
 
 

@@ -26,7 +26,7 @@ from smbridge.client import ws as client_ws
 from smbridge.config import TunnelSettings
 from smbridge.notifier.site import Site
 from smbridge.session.hook import HookRunner
-from smbridge.testing.client_certs import cert_site_dict, make_cert_pki
+from smbridge.testing.client_certs import RecordingHook, cert_site_dict, make_cert_pki
 from smbridge.tunnel.testing import (
     BASE_MAP,
     NGINX,
@@ -36,17 +36,6 @@ from smbridge.tunnel.testing import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-class Recording:
-    def __init__(self) -> None:
-        self.infos: list[Any] = []
-
-    def create(self, info: Any, control: Any) -> None:
-        self.infos.append(info)
-
-    def destroy(self, session: Any, reason: str) -> None:
-        pass
 
 
 class CertificateThroughNginx(TestCase):
@@ -70,7 +59,7 @@ class CertificateThroughNginx(TestCase):
             proxy_options={"client_ca": str(self.certs.ca), "client_crl": str(self.certs.crl)},
         )
         self.addCleanup(self.proxied.stop)
-        self.hook = Recording()
+        self.hook = RecordingHook()
         self.proxied.site.bridge.router.hook = HookRunner(self.hook, reactor)
 
     def dial(self, cert: str | None, path: str = "/extra/path/edge1/session") -> Any:

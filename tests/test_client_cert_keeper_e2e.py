@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -12,14 +10,14 @@ import pytest
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
-from smbridge.client.keeper import KeeperEvent, SessionKeeper, State
+from smbridge.client.keeper import SessionKeeper, State
 from smbridge.client.order import Backoff
-from smbridge.codec import Frame
-from smbridge.config import TunnelSettings
 from smbridge.session.session import EndReason
 from smbridge.session.session import State as SessionState
-from smbridge.testing import OutputProcess, poll, start_site
-from smbridge.testing.client_certs import CertPKI, cert_site, make_cert_pki
+from smbridge.testing import poll
+from smbridge.testing.cli import spawn_client
+from smbridge.testing.client_certs import start_cert_site
+from smbridge.testing.keeper import KeeperListener
 
 pytestmark = pytest.mark.integration
 QUEUE = "Sales"
@@ -33,19 +31,10 @@ class CertificateKeeperSite(TestCase):
     @defer.inlineCallbacks
     def setUp(self) -> Any:
         self.work = Path(tempfile.mkdtemp(prefix="smbridge-cert-keeper-"))
-        self.certs: CertPKI = make_cert_pki(self.work / "pki")
-        self.site = yield start_site(
-            reactor,
-            self.work,
-            site=cert_site(self.certs),
-            client_ca=self.certs.ca,
-            client_crl=self.certs.crl,
-            wss_port=0,
-            tunnel=TunnelSettings(trusted_proxies=()),
-        )
+        self.certs, self.site = yield start_cert_site(reactor, self.work)
         self.addCleanup(self.site.stop)
-        self.events: list[KeeperEvent] = []
-        self.ids: list[str] = []
+        self.heard = KeeperListener()
+        self.events, self.ids = self.heard.events, self.heard.ids
 
     def keeper(self, uri: str) -> SessionKeeper:
         files = self.certs.clients["agent1"]
@@ -60,14 +49,9 @@ class CertificateKeeperSite(TestCase):
             resolve=lambda host, port: defer.succeed([]),
             backoff=Backoff(0.2, 1.5, 1.0),
         )
-        keeper.add_listener(self.notification)
-        keeper.add_event_listener(self.events.append)
+        self.heard.attach(keeper)
         self.addCleanup(lambda: keeper.logoff() if not keeper.ended else None)
         return keeper
-
-    def notification(self, name: str, frame: Frame) -> None:
-        if name == "QueueChanged":
-            self.ids.extend(i["id"] for i in frame.parsed().get("added", ()))
 
     @defer.inlineCallbacks
     def publish(self, call_id: str) -> Any:
@@ -125,20 +109,11 @@ class CertificateKeeperSite(TestCase):
     def test_cli_keep_with_a_certificate(self) -> Any:
         """``smbridge client --keep --cert --key`` logs on by certificate and resumes a drop."""
         files = self.certs.clients["agent1"]
-        argv = [sys.executable, "-m", "smbridge.cli", "client",
-                f"tls://127.0.0.1:{self.site.client_port}", "--cert", str(files.cert),
+        args = [f"tls://127.0.0.1:{self.site.client_port}", "--cert", str(files.cert),
                 "--key", str(files.key), "--ca", str(self.certs.ca), "--keep",
                 "--watch", f"queue:{QUEUE}"]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if k != "SMBRIDGE_PASSWORD"}
-        proc = OutputProcess()
-        transport = reactor.spawnProcess(proc, sys.executable, argv, env=env, path=str(self.work))
-        self.addCleanup(lambda: None if proc.ended.called else transport.signalProcess("KILL"))
-
-        def printed(text: str) -> bool:
-            if proc.ended.called:
-                raise AssertionError(f"the client exited: {proc.out!r} {proc.err!r}")
-            return text.encode() in proc.out
-
+        client = spawn_client(self, reactor, args, self.work)
+        proc, transport, printed = client.proc, client.transport, client.printed
         yield poll(lambda: printed(f"queue {QUEUE}:"), deadline=30)
         (session,) = list(self.site.bridge.registry)
         self.assertEqual(session.info.certificate.subject, "CN=agent1,O=smbridge")

@@ -11,30 +11,13 @@ from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
 from smbridge.client.discovery import default_dial
-from smbridge.client.keeper import KeeperEvent, SessionKeeper, State
-from smbridge.codec import Frame
+from smbridge.client.keeper import SessionKeeper, State
 from smbridge.testing import http_json, poll, start_site
+from smbridge.testing.keeper import KeeperListener
 
 pytestmark = pytest.mark.integration
 
 QUEUE = "Support"
-
-
-class Listener:
-    """What the application sees: interaction ids added to the queue, and keeper events."""
-
-    def __init__(self, keeper: SessionKeeper) -> None:
-        self.ids: list[str] = []
-        self.events: list[KeeperEvent] = []
-        keeper.add_listener(self.notification)
-        keeper.add_event_listener(self.events.append)
-
-    def notification(self, name: str, frame: Frame) -> None:
-        if name == "QueueChanged":
-            self.ids.extend(i["id"] for i in frame.parsed().get("added", ()))
-
-    def kinds(self) -> list[str]:
-        return [e.kind for e in self.events]
 
 
 class KeeperSiteCase(TestCase):
@@ -81,7 +64,7 @@ class ResumeEndToEnd(KeeperSiteCase):
             return client
 
         keeper = self.keeper(dial_after_an_event)
-        seen = Listener(keeper)
+        seen = KeeperListener(keeper)
         reply = yield keeper.start()
         snapshot = yield keeper.watch_queue(QUEUE)
         before = {i["id"] for i in snapshot["interactions"]}
@@ -142,7 +125,7 @@ class FreshLogonEndToEnd(KeeperSiteCase):
             return client
 
         keeper = self.keeper(dial_when_gone)
-        seen = Listener(keeper)
+        seen = KeeperListener(keeper)
         first = yield keeper.start()
         yield keeper.watch_queue(QUEUE)
         assert keeper.client is not None

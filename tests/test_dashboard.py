@@ -6,17 +6,16 @@ import base64
 import dataclasses
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 from twisted.internet import defer, reactor
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from smbridge.client import connect
 from smbridge.sender import parameters as p
 from smbridge.testing import http_json, start_site
+from smbridge.testing.dashboard import wait_dom
 from smbridge.tunnel.testing import CHROMIUM, need_binary, start_chromium
 
 pytestmark = pytest.mark.integration
@@ -63,16 +62,9 @@ class DashboardInChromium(TestCase):
             yield client.watch_queue("Sales")
             self.clients.append(client)
 
-    @defer.inlineCallbacks
     def wait_dom(self, browser, expression: str, what: str, deadline: float = 30):
         """Poll a DOM expression until it is truthy; fail with the console if not."""
-        end = time.monotonic() + deadline
-        while time.monotonic() < end:
-            value = yield browser.evaluate(expression)
-            if value:
-                return value
-            yield deferLater(reactor, 0.1, lambda: None)
-        raise AssertionError(f"no {what} in the page; console: {browser.console}")
+        return wait_dom(browser, expression, what, deadline)
 
     @defer.inlineCallbacks
     def test_dashboard_shows_the_bridge_sessions_and_bandwidth(self):

@@ -9,13 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
-from smbridge.service import BridgeService
-from smbridge.tap import Options
-from smbridge.testing import http_json, start_site
+from smbridge.testing import http_json
+from smbridge.testing.config_file import start_file_bridge
 from smbridge.testing.dashboard import act, open_page, wait_dom
 
 pytestmark = pytest.mark.integration
@@ -27,40 +25,9 @@ class DashboardReload(TestCase):
     @defer.inlineCallbacks
     def setUp(self) -> Any:
         self.work = Path(tempfile.mkdtemp(prefix="smbridge-dashboard-reload-"))
-        self.site = yield start_site(reactor, self.work / "site")
-        self.addCleanup(self.site.stop)
-        files = self.site.pki
-        self.settings: dict[str, Any] = {
-            "name": "sm2",
-            "fqdn": "localhost",
-            "location": "Indianapolis",
-            "port": 0,
-            "interface": "127.0.0.1",
-            "notifier": [f"127.0.0.1:{self.site.link_port}"],
-            "notifier-name": "localhost",
-            "cert": str(files.bridge),
-            "client-cert": str(files.bridge_client),
-            "ca": str(files.ca),
-            "work-path": str(self.work / "bridge"),
-            "admin-port": 0,
-            "ws-port": "off",
-            "wss-port": "off",
-            "accept": "default",
-            "max-unread-seconds": 60,
-        }
-        self.file = self.work / "bridge.yaml"
-        self.write()
-        options = Options()
-        options.parseOptions(["--config", str(self.file)])
-        self.bridge = BridgeService(options.config, reactor)
-        self.bridge.startService()
-        self.addCleanup(self.bridge.stopService)
-        yield self.bridge.when_ready()
-        self.base = f"http://127.0.0.1:{self.bridge.admin_port}"
-
-    def write(self, **changes: Any) -> None:
-        self.settings.update(changes)
-        self.file.write_text(yaml.safe_dump(self.settings))
+        self.config = yield start_file_bridge(self, reactor, self.work)
+        self.site, self.bridge, self.file = self.config.site, self.config.bridge, self.config.file
+        self.base = self.config.base
 
     @defer.inlineCallbacks
     def test_the_reload_answer_is_shown_on_the_page(self) -> Any:
@@ -68,7 +35,7 @@ class DashboardReload(TestCase):
         what needs a restart; a bad value is refused and the page names the key."""
         browser = yield open_page(self, f"{self.base}/")
         yield wait_dom(browser, "document.body.dataset.ready === 'yes'", "the first poll")
-        self.write(accept="maintenance", port=4321)
+        self.config.write(accept="maintenance", port=4321)
         shown = yield act(browser, "#reload")
         self.assertEqual(shown["outcome"], "ok", shown)
         self.assertIn("accept: default → maintenance", shown["text"])
@@ -80,7 +47,7 @@ class DashboardReload(TestCase):
         self.assertEqual((answer["needsRestart"], answer["file"]), (["port"], str(self.file)))
         code, status = yield http_json(reactor, "GET", f"{self.base}/api/status")
         self.assertEqual(status["acceptMode"], "maintenance")
-        self.write(**{"max-unread-seconds": "lots"})
+        self.config.write(**{"max-unread-seconds": "lots"})
         shown = yield act(browser, "#reload")
         self.assertEqual(shown["outcome"], "bad", shown)
         self.assertIn("Reload refused (400)", shown["text"])

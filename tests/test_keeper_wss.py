@@ -9,8 +9,6 @@ as two machines of a site would — the rendered site has one session port.
 
 from __future__ import annotations
 
-import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,10 +21,11 @@ from twisted.trial.unittest import TestCase
 
 from smbridge.client.keeper import KeeperEvent, SessionKeeper, State
 from smbridge.client.order import Backoff
-from smbridge.codec import Frame
 from smbridge.session.session import EndReason
 from smbridge.session.session import State as SessionState
-from smbridge.testing import OutputProcess, http_json, poll, start_site
+from smbridge.testing import http_json, poll, start_site
+from smbridge.testing.cli import spawn_client
+from smbridge.testing.keeper import KeeperListener
 from smbridge.tunnel.testing import NGINX, need_binary, start_proxy
 
 pytestmark = pytest.mark.integration
@@ -151,8 +150,8 @@ class KeeperOverWss(TestCase):
         self.public = f"127.0.0.1:{self.relay_port.getHost().port}"
 
         yield poll(lambda: sm2_available(self.site), deadline=15)
-        self.ids: list[str] = []
-        self.events: list[KeeperEvent] = []
+        self.heard = KeeperListener()
+        self.events, self.ids = self.heard.events, self.heard.ids
 
     def keeper(self) -> SessionKeeper:
         keeper = SessionKeeper(
@@ -166,14 +165,9 @@ class KeeperOverWss(TestCase):
             backoff=Backoff(0.2, 1.5, 1.0),
             resume_tries=40,
         )
-        keeper.add_listener(self.notification)
-        keeper.add_event_listener(self.events.append)
+        self.heard.attach(keeper)
         self.addCleanup(lambda: keeper.logoff() if not keeper.ended else None)
         return keeper
-
-    def notification(self, name: str, frame: Frame) -> None:
-        if name == "QueueChanged":
-            self.ids.extend(i["id"] for i in frame.parsed().get("added", ()))
 
     @defer.inlineCallbacks
     def publish(self, *ids: str) -> Any:
@@ -273,20 +267,11 @@ class KeeperOverWss(TestCase):
         """``smbridge client --keep wss://...`` as a subprocess resumes after a cut and says so."""
         password = self.work / "password"
         password.write_text("demo\n")
-        argv = [sys.executable, "-m", "smbridge.cli", "client",
-                f"wss://{self.public}/edge1/session", "--user", "agent1",
+        args = [f"wss://{self.public}/edge1/session", "--user", "agent1",
                 "--password-file", str(password), "--ca", str(self.site.pki.ca),
                 "--watch", f"queue:{QUEUE}", "--keep"]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if k != "SMBRIDGE_PASSWORD"}
-        proc = OutputProcess()
-        transport = reactor.spawnProcess(proc, sys.executable, argv, env=env, path=str(self.work))
-        self.addCleanup(lambda: None if proc.ended.called else transport.signalProcess("KILL"))
-
-        def printed(text: str) -> bool:
-            if proc.ended.called:
-                raise AssertionError(f"the client exited: {proc.out!r} {proc.err!r}")
-            return text.encode() in proc.out
-
+        client = spawn_client(self, reactor, args, self.work)
+        proc, transport, printed = client.proc, client.transport, client.printed
         yield poll(lambda: printed(f"queue {QUEUE}:"), deadline=30)
         (session,) = list(self.site.bridge.registry)
         self.relay.cut()

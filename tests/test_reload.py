@@ -8,15 +8,13 @@ import signal
 import tempfile
 from pathlib import Path
 
-import yaml
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
 from smbridge.client import connect
 from smbridge.sender import parameters as p
-from smbridge.service import BridgeService
-from smbridge.tap import Options
-from smbridge.testing import http_json, poll, start_site
+from smbridge.testing import http_json, poll
+from smbridge.testing.config_file import start_file_bridge
 
 TOKEN = "reloaded-admin-token-0123"
 
@@ -27,46 +25,15 @@ class Reload(TestCase):
     @defer.inlineCallbacks
     def setUp(self):
         self.work = Path(tempfile.mkdtemp(prefix="smbridge-reload-"))
-        self.site = yield start_site(reactor, self.work / "site")
-        self.addCleanup(self.site.stop)
-        files = self.site.pki
-        self.settings = {
-            "name": "sm2",
-            "fqdn": "localhost",
-            "location": "Indianapolis",
-            "port": 0,
-            "interface": "127.0.0.1",
-            "notifier": [f"127.0.0.1:{self.site.link_port}"],
-            "notifier-name": "localhost",
-            "cert": str(files.bridge),
-            "client-cert": str(files.bridge_client),
-            "ca": str(files.ca),
-            "work-path": str(self.work / "bridge"),
-            "admin-port": 0,
-            "ws-port": "off",
-            "wss-port": "off",
-            "accept": "default",
-            "max-unread-seconds": 60,
-        }
-        self.file = self.work / "bridge.yaml"
-        self.write()
-        options = Options()
-        options.parseOptions(["--config", str(self.file)])
-        self.bridge = BridgeService(options.config, reactor)
-        self.bridge.startService()
-        self.addCleanup(self.bridge.stopService)
-        yield self.bridge.when_ready()
-        self.base = f"http://127.0.0.1:{self.bridge.admin_port}"
+        self.config = yield start_file_bridge(self, reactor, self.work)
+        self.site, self.bridge, self.file = self.config.site, self.config.bridge, self.config.file
+        self.base = self.config.base
         self.client = yield connect(
             reactor, f"tls://localhost:{self.bridge.port}", ca=self.site.pki.ca
         )
         self.addCleanup(self.client.close)
         reply = yield self.client.logon("agent1", "demo")
         self.session_id = reply["sessionId"]
-
-    def write(self, **changes):
-        self.settings.update(changes)
-        self.file.write_text(yaml.safe_dump(self.settings))
 
     @defer.inlineCallbacks
     def assert_session_alive(self):
@@ -78,7 +45,7 @@ class Reload(TestCase):
     @defer.inlineCallbacks
     def test_reload_applies_runtime_keys_and_reports_restart_keys(self):
         """POST /api/reload applies accept, timeouts and limits; a port change needs a restart."""
-        self.write(
+        self.config.write(
             accept="maintenance",
             **{"max-unread-seconds": 30, "session-timeout": 900, "max-watches": 50},
             port=4321,
@@ -112,14 +79,14 @@ class Reload(TestCase):
             ({"accept": "sometimes"}, "accept"),
         ]
         for changes, key in cases:
-            before = dict(self.settings)
-            self.write(**changes)
+            before = dict(self.config.settings)
+            self.config.write(**changes)
             code, body = yield http_json(reactor, "POST", f"{self.base}/api/reload")
             self.assertEqual((code, body["key"]), (400, key), body)
             self.assertIn(key, body["error"])
             self.assertEqual(self.bridge.router.accept_mode, "default")
             self.assertEqual(self.bridge.connections.max_unread_seconds, 60)
-            self.settings = before
+            self.config.settings = before
         self.file.write_text("accept: [unclosed\n")
         code, body = yield http_json(reactor, "POST", f"{self.base}/api/reload")
         self.assertEqual((code, body["key"]), (400, None))
@@ -130,7 +97,7 @@ class Reload(TestCase):
     @defer.inlineCallbacks
     def test_sighup_rereads_the_file(self):
         """SIGHUP re-reads the file in the running process and applies it."""
-        self.write(accept="all")
+        self.config.write(accept="all")
         os.kill(os.getpid(), signal.SIGHUP)
         yield poll(lambda: self.bridge.router.accept_mode == "all")
         self.assertEqual(self.bridge.router.counters.get("reloads", outcome="applied"), 1)
@@ -141,7 +108,7 @@ class Reload(TestCase):
         """A reload that adds an admin token file makes the API ask for that token."""
         token_file = self.work / "token"
         token_file.write_text(TOKEN + "\n")
-        self.write(**{"admin-token-file": str(token_file)})
+        self.config.write(**{"admin-token-file": str(token_file)})
         code, body = yield http_json(reactor, "POST", f"{self.base}/api/reload")
         self.assertEqual(body["applied"]["admin-token-file"], {"from": "unset", "to": "set"})
         self.assertNotIn(TOKEN, str(body))

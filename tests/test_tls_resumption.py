@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import ssl
 import tempfile
 from pathlib import Path
@@ -20,6 +19,7 @@ from smbridge.codec import Kind, encode
 from smbridge.codec import catalog as c
 from smbridge.config import TunnelSettings
 from smbridge.testing import poll, start_site
+from smbridge.testing.tls_visit import tls_visit
 from smbridge.transports import tickets
 from smbridge.transports.resumption import learn_key_name
 
@@ -32,33 +32,19 @@ def client_context(ca: Path, version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_3) -
     return context
 
 
+CREATE_SESSION = encode(
+    Kind.REQUEST,
+    *c.CREATE_SESSION,
+    1,
+    {"user": "agent1", "password": "demo", "clientId": "resume-test"},
+)
+
+
 def reconnect(
     port: int, context: ssl.SSLContext, session: ssl.SSLSession | None, ws: bool
 ) -> tuple[bool, ssl.SSLSession | None]:
-    """One connection: handshake (offering ``session``), one exchange that reads the
-    server's tickets, close; returns (resumed, the session to offer next time)."""
-    with socket.create_connection(("127.0.0.1", port), 5) as raw:
-        with context.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
-            tls.settimeout(5)
-            if ws:
-                tls.sendall(
-                    b"GET /sm1/session HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
-                    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                    b"Sec-WebSocket-Version: 13\r\nININ-Client-Type: test\r\n\r\n"
-                )
-                expected = b"\r\n\r\n"
-            else:
-                body = {"user": "agent1", "password": "demo", "clientId": "resume-test"}
-                tls.sendall(encode(Kind.REQUEST, *c.CREATE_SESSION, 1, body))
-                expected = b""
-            got = b""
-            while len(got) < 14 or (expected and expected not in got):
-                chunk = tls.recv(65536)
-                assert chunk, got
-                got += chunk
-            if ws:
-                assert got.startswith(b"HTTP/1.1 101"), got[:80]
-            return tls.session_reused, tls.session
+    """A visit to sm1's wss tunnel or a CreateSession on the client port."""
+    return tls_visit(port, context, session, "/sm1/session" if ws else None, CREATE_SESSION)
 
 
 def rotation_story(

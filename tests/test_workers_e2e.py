@@ -16,9 +16,8 @@ from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
 from smbridge.client import connect
-from smbridge.codec import Kind, encode
-from smbridge.codec import catalog as c
 from smbridge.testing import TwistdProcess, http_json, poll
+from smbridge.testing.tls_visit import tls_visit
 from smbridge.workers.aggregate import parse_exposition
 
 pytestmark = pytest.mark.integration
@@ -250,24 +249,8 @@ class TwoWorkers(TestCase):
 def reconnect(
     port: int, context: ssl.SSLContext, session: ssl.SSLSession | None, ws: bool
 ) -> tuple[bool, ssl.SSLSession | None]:
-    """One TLS connection offering ``session``, one exchange (which brings the tickets)."""
-    with socket.create_connection(("127.0.0.1", port), 5) as raw:
-        with context.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
-            tls.settimeout(5)
-            if ws:
-                tls.sendall(
-                    b"GET /cic1/session HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
-                    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                    b"Sec-WebSocket-Version: 13\r\nININ-Client-Type: test\r\n\r\n"
-                )
-            else:
-                tls.sendall(encode(Kind.REQUEST, *c.GET_VERSION, 1, {}))
-            got = b""
-            while len(got) < 14:
-                chunk = tls.recv(65536)
-                assert chunk, got
-                got += chunk
-            return tls.session_reused, tls.session
+    """A visit to the wss tunnel or a GetVersion on the client port."""
+    return tls_visit(port, context, session, "/cic1/session" if ws else None)
 
 
 def resumed_visits(port: int, ca: Path, ws: bool, visits: int) -> list[bool]:

@@ -15,11 +15,9 @@ address and is JSON (which a cross-site form cannot send). The API grants no COR
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import json
 from collections.abc import Callable
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -33,6 +31,8 @@ from smbridge.admin.metrics import CONTENT_TYPE, bridge_registry, exposition
 from smbridge.admin.reload import ReloadRefused, reload
 from smbridge.admin.sessions import session_row, session_rows, terminate
 from smbridge.admin.status import healthy, status
+from smbridge.admin.web import front_door
+from smbridge.admin.web import json_answer as _json
 from smbridge.errors import ProtocolError
 
 if TYPE_CHECKING:
@@ -40,12 +40,6 @@ if TYPE_CHECKING:
 
 log = Logger(namespace="smbridge.admin")
 
-STATIC = {
-    b"/": ("dashboard.html", b"text/html; charset=utf-8"),
-    b"/dashboard.js": ("dashboard.js", b"text/javascript; charset=utf-8"),
-    b"/dashboard.css": ("dashboard.css", b"text/css; charset=utf-8"),
-}
-CSP = b"default-src 'self'; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'"
 SAFE_METHODS = (b"GET", b"HEAD")  # change nothing: no cross-site check
 SAME_SITE_FETCH = ("same-origin", "none")  # Sec-Fetch-Site values a change may carry
 MODE_FIELDS: dict[str, Any] = {"accept": str, "drain": bool, "spread": (int, float)}
@@ -59,13 +53,6 @@ class BadInput(Exception):
         self.code = code
         self.message = message
         self.extra = extra
-
-
-def _json(request: Request, code: int, body: Any) -> bytes:
-    request.setResponseCode(code)
-    request.setHeader(b"content-type", b"application/json")
-    request.setHeader(b"cache-control", b"no-store")
-    return json.dumps(body, indent=1).encode() + b"\n"
 
 
 def _body(request: Request) -> dict[str, Any]:
@@ -173,21 +160,10 @@ class AdminRoot(Resource):
         token = self.bridge.config.admin_token
         return token.encode() if token else None
 
-    def _authorized(self, request: Request) -> bool:
-        token = self.token
-        if token is None:
-            return True
-        header = request.getHeader(b"authorization") or b""
-        given = header[7:] if header.startswith(b"Bearer ") else b""
-        return hmac.compare_digest(given, token)
-
     def render(self, request: Request) -> bytes:
-        path = request.path.rstrip(b"/") or b"/"
-        if path in STATIC:
-            return self._static(request, path)
-        if not self._authorized(request):
-            request.setHeader(b"www-authenticate", b'Bearer realm="smbridge"')
-            return _json(request, 401, {"error": "a valid bearer token is required"})
+        path, settled = front_door(request, self.token)
+        if settled is not None:
+            return settled
         try:
             if path.startswith(b"/api/sessions/"):
                 methods: tuple[bytes, ...] = (b"GET", b"DELETE")
@@ -234,18 +210,6 @@ class AdminRoot(Resource):
             event="admin.refused",
         )
         raise BadInput(code, why)
-
-    def _static(self, request: Request, path: bytes) -> bytes:
-        if request.method not in (b"GET", b"HEAD"):
-            request.setHeader(b"allow", b"GET, HEAD")
-            return _json(request, 405, {"error": "the dashboard's files are read with GET"})
-        name, content_type = STATIC[path]
-        data = resources.files("smbridge.admin").joinpath(name).read_bytes()
-        request.setHeader(b"content-type", content_type)
-        request.setHeader(b"cache-control", b"no-cache")
-        request.setHeader(b"x-content-type-options", b"nosniff")
-        request.setHeader(b"content-security-policy", CSP)
-        return data
 
     # --- handlers -------------------------------------------------------------------
     def _status(self, request: Request) -> bytes:

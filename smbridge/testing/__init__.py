@@ -13,6 +13,9 @@ One module per part; every public name is re-exported here, so
   ``FakeNotifierEndpoint`` (imports the router, the connector and the link);
 - :mod:`~smbridge.testing.pair`: ``RunningPair``, ``start_pair``, ``SwitchoverWatcher``;
 - :mod:`~smbridge.testing.recorder`: ``Recorder``.
+
+Narrower helpers are not re-exported; import them from their module: ``dashboard``,
+``client_certs``, ``config_file``, ``cli``, ``keeper``, ``tls_visit``.
 """
 
 from smbridge.testing.frames import SAMPLE_REGISTRATION, FramePeer, decode_all

@@ -2,7 +2,8 @@
 
 :func:`make_cert_pki` mints, under a site PKI directory, the certificates the
 certificate-logon tests and demos need, and a CRL; :func:`cert_site` is the demo
-site with users mapped to them:
+site with users mapped to them (:func:`start_cert_site` starts it, the bridge asking
+for the certificates):
 
 =============  ==========================================================  ==============
 certificate    what it is                                                  logon outcome
@@ -22,7 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from twisted.internet import defer
+
 from smbridge import pki
+from smbridge.testing.site import start_site
 
 
 @dataclass(frozen=True)
@@ -91,3 +95,72 @@ def cert_site(certs: CertPKI) -> Any:
     from smbridge.notifier.site import Site
 
     return Site.from_dict(cert_site_dict(certs))
+
+
+@defer.inlineCallbacks
+def start_cert_site(reactor: Any, work: Path, **options: Any) -> Any:
+    """Fires with ``(certs, site)``: :func:`make_cert_pki` under ``work/pki`` and the
+    :func:`cert_site` started, its TLS and wss ports asking for a client certificate
+    checked against the CA and the CRL, no proxy's headers believed; ``options`` are
+    more :func:`~smbridge.testing.start_site` arguments (or replace these)."""
+    from smbridge.config import TunnelSettings
+
+    certs = make_cert_pki(work / "pki")
+    settings: dict[str, Any] = {
+        "client_ca": certs.ca,
+        "client_crl": certs.crl,
+        "wss_port": 0,
+        "tunnel": TunnelSettings(trusted_proxies=()),  # nobody's headers are believed
+    }
+    site = yield start_site(reactor, work, site=cert_site(certs), **{**settings, **options})
+    return certs, site
+
+
+class RecordingHook:
+    """A session hook that keeps the infos it was asked about (the certificate seen)."""
+
+    def __init__(self) -> None:
+        self.infos: list[Any] = []
+
+    def create(self, info: Any, control: Any) -> None:
+        self.infos.append(info)
+
+    def destroy(self, session: Any, reason: str) -> None:
+        pass
+
+
+def certificate_logons_on_resumed_tls(
+    port: int, ca: Path, cert: Path, key: Path, version: Any, label: str, count: int = 2
+) -> list[tuple[bool, Any]]:
+    """``count`` certificate logons over TLS ``version``, each offering the previous
+    connection's session (ticket): (was it resumed, the reply's ``auth`` or ``reason``).
+
+    Blocking (the stdlib's ``ssl``): run it in a thread (``deferToThread``).
+    """
+    import socket
+    import ssl
+
+    from smbridge.codec import Decoder, Kind, encode
+    from smbridge.codec import catalog as c
+
+    context = ssl.create_default_context(cafile=str(ca))
+    context.minimum_version = context.maximum_version = version
+    context.load_cert_chain(str(cert), str(key))
+    seen: list[tuple[bool, Any]] = []
+    session = None
+    for n in range(count):
+        with socket.create_connection(("127.0.0.1", port), 5) as raw:
+            with context.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
+                tls.settimeout(5)
+                body = {"auth": "certificate", "clientId": f"{label}-{version}-{n}"}
+                tls.sendall(encode(Kind.REQUEST, *c.CREATE_SESSION, 1, body))
+                decoder, frames = Decoder(), []
+                while not frames:
+                    chunk = tls.recv(65536)
+                    if not chunk:
+                        raise ConnectionError("closed before the logon's answer")
+                    frames = decoder.feed(chunk)
+                reply = frames[0].parsed()
+                seen.append((tls.session_reused, reply.get("auth") or reply.get("reason")))
+                session = tls.session
+    return seen

@@ -100,6 +100,15 @@ class RouterHarness:
         self.clock.advance(0)
         return ScriptedNotifier(link, transport)
 
+    def switch_over(self, name: str = "cic2") -> None:
+        """The link drops while the connector runs and comes back to ``name``, primary:
+        a switchover. The Subscribes sent again are left for :meth:`upstream`."""
+        self.connector.running = True
+        self.notifier.link.connectionLost(None)  # type: ignore[arg-type]
+        self.notifier = self.connect_link()
+        (register,) = self.notifier.take()
+        self.notifier.answer(register, {"cic": {"name": name, "role": "primary"}, "parameters": {}})
+
     def client(self) -> tuple[ClientConnection, StringTransport]:
         conn = ClientConnectionFactory(self.router, self.batcher).connection("tls")
         transport = StringTransport()

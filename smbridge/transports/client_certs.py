@@ -4,12 +4,13 @@ With a client CA configured (``--client-ca``), the TLS servers of the client por
 and of wss ask every client for a certificate, but never fail the handshake over
 it: a client without one still connects and logs on with a password. Whether a
 certificate is good is decided later, at ``CreateSession {auth: "certificate"}``,
-by :meth:`ClientCertificates.check`: it must be issued directly by a client CA,
-be inside its validity period, allow client authentication (when it names its
-usages) and not be revoked by the CRL file (``--client-crl``, re-read when the
-file changes). The outcome is a reason the client gets with ``logon-failed``:
-``no-certificate``, ``certificate-untrusted``, ``certificate-expired``,
-``certificate-revoked``; a good certificate gives the session a
+by :meth:`ClientCertificates.check`: it must chain to a client CA (through the
+intermediates the client sent; transports/cert_chain.py), every certificate of
+the chain be inside its validity period and not revoked, and the leaf allow client
+authentication (when it names its usages). Revocations come from the CRL file
+(``--client-crl``, re-read when the file changes). The outcome is a reason the
+client gets with ``logon-failed``: ``no-certificate``, ``certificate-untrusted``,
+``certificate-expired``, ``certificate-revoked``; a good certificate gives the session a
 :class:`~smbridge.session.certificate.CertificateIdentity`.
 
 Behind nginx the proxy ends TLS, so the certificate arrives in headers the proxy
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_address
 from pathlib import Path
@@ -31,18 +32,18 @@ from typing import Any
 from urllib.parse import unquote
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from OpenSSL import SSL, crypto
 from twisted.logger import Logger
 
 from smbridge.session.certificate import CertificateIdentity
+from smbridge.transports.cert_chain import EXPIRED as EXPIRED  # the reasons, as before
+from smbridge.transports.cert_chain import REVOKED as REVOKED
+from smbridge.transports.cert_chain import UNTRUSTED as UNTRUSTED
+from smbridge.transports.cert_chain import ChainMemory, peer_chain, revoked_in, verify_chain
 
 NO_CERTIFICATE = "no-certificate"
-UNTRUSTED = "certificate-untrusted"
-EXPIRED = "certificate-expired"
-REVOKED = "certificate-revoked"
 CERT_HEADER = "x-ssl-client-cert"
 VERIFY_HEADER = "x-ssl-client-verify"
 MAX_HEADER_CERT = 16384  # bytes of escaped PEM taken from the proxy's header
@@ -98,6 +99,7 @@ class ClientCertificates:
         self._crls: list[x509.CertificateRevocationList] = []
         self._crl_stamp: tuple[float, int] | None = None
         self.crl_loads = 0
+        self.chains = ChainMemory()  # for TLS sessions resumed without their chain
         self._load_crl()
 
     # --- TLS ---------------------------------------------------------------------------
@@ -152,39 +154,34 @@ class ClientCertificates:
 
     # --- the verdict -------------------------------------------------------------------
     def check(
-        self, cert: x509.Certificate | None, now: datetime.datetime, via: str = "tls"
+        self,
+        cert: x509.Certificate | None,
+        now: datetime.datetime,
+        via: str = "tls",
+        chain: Sequence[x509.Certificate] = (),
     ) -> CertificateCheck:
-        """Judge ``cert`` at ``now``; the reason names the first problem found."""
+        """Judge ``cert`` (sent with the intermediates ``chain``) at ``now``.
+
+        The path to a client CA is verified by OpenSSL (transports/cert_chain.py); the
+        reason names the first problem found.
+        """
         if cert is None:
             return CertificateCheck(NO_CERTIFICATE, None, "no client certificate presented")
         identity = identity_of(cert, via)
-        issuer = self._issuer_of(cert)
-        if issuer is None:
-            return CertificateCheck(UNTRUSTED, identity, "not issued by a client CA")
+        path = verify_chain(self.authorities, cert, chain, now)
+        if path.reason == UNTRUSTED:
+            return CertificateCheck(UNTRUSTED, identity, path.detail)
         if not _usable_for_clients(cert):
             return CertificateCheck(UNTRUSTED, identity, "not for client authentication")
-        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-            return CertificateCheck(EXPIRED, identity, "outside its validity period")
+        if path.reason is not None:
+            return CertificateCheck(path.reason, identity, path.detail)
         self._load_crl()
-        for crl in self._crls:
-            if crl.issuer != issuer.subject or not crl.is_signature_valid(
-                issuer.public_key()  # type: ignore[arg-type]
-            ):
-                continue
-            if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
-                return CertificateCheck(REVOKED, identity, "revoked by the CRL")
+        revoked = revoked_in(path.chain, self._crls)
+        if revoked:
+            return CertificateCheck(REVOKED, identity, revoked)
+        if chain:
+            self.chains.remember(cert, chain)
         return CertificateCheck(None, identity)
-
-    def _issuer_of(self, cert: x509.Certificate) -> x509.Certificate | None:
-        for ca in self.authorities:
-            if ca.subject != cert.issuer:
-                continue
-            try:
-                cert.verify_directly_issued_by(ca)
-            except (ValueError, TypeError, InvalidSignature):
-                continue
-            return ca
-        return None
 
 
 def _parse_crls(data: bytes) -> list[x509.CertificateRevocationList]:
@@ -268,7 +265,8 @@ def judge(
         if cert is None:
             return CertificateCheck(NO_CERTIFICATE, None, "no client certificate presented")
         return CertificateCheck(UNTRUSTED, identity_of(cert, via), "no client CA configured")
-    return certificates.check(cert, now, via)
+    chain = peer_chain(conn, certificates.chains) if via == "tls" else ()
+    return certificates.check(cert, now, via, chain)
 
 
 class ProxyHeaders:

@@ -16,10 +16,8 @@ docs/operations.md) and asks the workers on their private sockets
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections.abc import Callable, Sequence
-from importlib import resources
 from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -40,7 +38,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer
 
-from smbridge.admin.api import CSP, STATIC, change_refusal
+from smbridge.admin.api import change_refusal
+from smbridge.admin.web import front_door
+from smbridge.admin.web import json_answer as _json
 from smbridge.listening import ListenerService
 from smbridge.workers.aggregate import (
     WorkerAnswer,
@@ -136,13 +136,6 @@ class WorkerClient:
         return answer
 
 
-def _json(request: Request, code: int, body: Any) -> bytes:
-    request.setResponseCode(code)
-    request.setHeader(b"content-type", b"application/json")
-    request.setHeader(b"cache-control", b"no-store")
-    return json.dumps(body, indent=1).encode() + b"\n"
-
-
 def _parsed(data: bytes) -> Any:
     try:
         return json.loads(data)
@@ -168,21 +161,11 @@ class SupervisorRoot(Resource):
             b"/api/reload": (b"POST", self._reload),
         }
 
-    def _authorized(self, request: Request) -> bool:
-        token = self.supervisor.config.admin_token
-        if not token:
-            return True
-        header = request.getHeader(b"authorization") or b""
-        given = header[7:] if header.startswith(b"Bearer ") else b""
-        return hmac.compare_digest(given, token.encode())
-
     def render(self, request: Request) -> Any:
-        path = request.path.rstrip(b"/") or b"/"
-        if path in STATIC:
-            return self._static(request, path)
-        if not self._authorized(request):
-            request.setHeader(b"www-authenticate", b'Bearer realm="smbridge"')
-            return _json(request, 401, {"error": "a valid bearer token is required"})
+        token = self.supervisor.config.admin_token
+        path, settled = front_door(request, token.encode() if token else None)
+        if settled is not None:
+            return settled
         allowed: tuple[bytes, ...]
         if path.startswith(b"/api/sessions/"):
             allowed = (b"GET", b"HEAD", b"DELETE")
@@ -227,17 +210,6 @@ class SupervisorRoot(Resource):
     def _failed(self, failure: Any, request: Request) -> bytes:
         log.failure("Admin request failed", failure=failure, event="workers.admin_failed")
         return _json(request, 500, {"error": "the supervisor could not answer"})
-
-    def _static(self, request: Request, path: bytes) -> bytes:
-        if request.method not in (b"GET", b"HEAD"):
-            request.setHeader(b"allow", b"GET, HEAD")
-            return _json(request, 405, {"error": "the dashboard's files are read with GET"})
-        name, content_type = STATIC[path]
-        request.setHeader(b"content-type", content_type)
-        request.setHeader(b"cache-control", b"no-cache")
-        request.setHeader(b"x-content-type-options", b"nosniff")
-        request.setHeader(b"content-security-policy", CSP)  # the same as one bridge's
-        return resources.files("smbridge.admin").joinpath(name).read_bytes()
 
     # --- asking the workers --------------------------------------------------------------
     @defer.inlineCallbacks
