@@ -131,7 +131,7 @@ class RecordingHook:
 
 def certificate_logons_on_resumed_tls(
     port: int, ca: Path, cert: Path, key: Path, version: Any, label: str, count: int = 2
-) -> list[tuple[bool, Any]]:
+) -> list[tuple[bool | None, Any]]:
     """``count`` certificate logons over TLS ``version``, each offering the previous
     connection's session (ticket): (was it resumed, the reply's ``auth`` or ``reason``).
 
@@ -140,13 +140,13 @@ def certificate_logons_on_resumed_tls(
     import socket
     import ssl
 
-    from smbridge.codec import Decoder, Kind, encode
+    from smbridge.codec import Decoder, Frame, Kind, encode
     from smbridge.codec import catalog as c
 
     context = ssl.create_default_context(cafile=str(ca))
     context.minimum_version = context.maximum_version = version
     context.load_cert_chain(str(cert), str(key))
-    seen: list[tuple[bool, Any]] = []
+    seen: list[tuple[bool | None, Any]] = []
     session = None
     for n in range(count):
         with socket.create_connection(("127.0.0.1", port), 5) as raw:
@@ -154,12 +154,14 @@ def certificate_logons_on_resumed_tls(
                 tls.settimeout(5)
                 body = {"auth": "certificate", "clientId": f"{label}-{version}-{n}"}
                 tls.sendall(encode(Kind.REQUEST, *c.CREATE_SESSION, 1, body))
-                decoder, frames = Decoder(), []
+                decoder, frames = Decoder(), list[Any]()
                 while not frames:
                     chunk = tls.recv(65536)
                     if not chunk:
                         raise ConnectionError("closed before the logon's answer")
                     frames = decoder.feed(chunk)
+                if not isinstance(frames[0], Frame):
+                    raise ValueError(f"a bad frame from the bridge: {frames[0]}")
                 reply = frames[0].parsed()
                 seen.append((tls.session_reused, reply.get("auth") or reply.get("reason")))
                 session = tls.session
