@@ -106,6 +106,7 @@ class BridgeConfig:
     tunnel: TunnelSettings = field(default_factory=TunnelSettings)
     # Session lifecycle (docs/lifecycle.md).
     linger: float = 120.0  # seconds a dropped session waits for ResumeSession (0: none)
+    user_topic_grace: float = 30.0  # seconds user:<id> stays subscribed after its last session
     replay_bytes: int = 256 * 1024  # per-session replay buffer of notifications, bytes
     session_hook: str | None = None  # dotted name of the session hook (pkg.mod.Name)
     hook_timeout: float = 5.0  # seconds the hook's create/destroy may take

@@ -166,6 +166,13 @@ PARAMETERS: list[list[Any]] = [
     ],
     ["ws-ping-interval", None, 20.0, "tunnel: seconds between pings (0: none)", float],
     ["linger", None, 120.0, "seconds a dropped session waits for ResumeSession", float],
+    [
+        "user-topic-grace",
+        None,
+        30.0,
+        "seconds a user's own topic stays subscribed after their last session (0: none)",
+        float,
+    ],
     ["replay-bytes", None, 256 * 1024, "per-session replay buffer, bytes", int],
     ["session-hook", None, None, "session hook by dotted name (pkg.module.Name)"],
     ["hook-timeout", None, 5.0, "seconds the session hook may take to answer", float],

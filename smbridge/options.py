@@ -263,6 +263,7 @@ class Options(usage.Options):
             worker_count=worker_count,
             run_dir=Path(self["run-dir"]).resolve() if self["run-dir"] else work.resolve() / "run",
             linger=self["linger"],
+            user_topic_grace=self["user-topic-grace"],
             replay_bytes=self["replay-bytes"],
             session_hook=self["session-hook"],
             hook_timeout=self["hook-timeout"],
@@ -333,6 +334,8 @@ class Options(usage.Options):
         """Linger, replay, hook and shutdown settings (docs/lifecycle.md)."""
         if not 0 <= self["linger"] <= 86400:
             raise usage.UsageError("--linger must be 0..86400 seconds")
+        if not 0 <= self["user-topic-grace"] <= 3600:
+            raise usage.UsageError("--user-topic-grace must be 0..3600 seconds")
         if not 0 <= self["replay-bytes"] <= 64 << 20:
             raise usage.UsageError("--replay-bytes must be 0..67108864")
         if not 0.1 <= self["hook-timeout"] <= 600:

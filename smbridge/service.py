@@ -137,6 +137,7 @@ class BridgeService(MultiService):
         self.upstream.setServiceParent(self)  # type: ignore[no-untyped-call]
         self.router = Router(self.registry, self.upstream, config.identity, config.max_watches)
         self.router.set_piece_bytes(config.piece_bytes)  # docs/protocol.md, "Large answers"
+        self.router.fanout.grace = config.user_topic_grace  # router/fanout.py, "Grace"
         self.router.loaded = lambda: self.load.loaded  # the overloaded redirect (docs/roster.md)
         if config.session_hook:  # docs/lifecycle.md
             hook = load_hook(config.session_hook)

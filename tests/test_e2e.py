@@ -10,7 +10,7 @@ from twisted.trial.unittest import TestCase
 
 from smbridge.client import ClientError, connect
 from smbridge.codec import catalog as c
-from smbridge.testing import http_json, poll, start_site
+from smbridge.testing import http_json, poll, start_quiet_site, start_site
 
 
 class EndToEnd(TestCase):
@@ -18,12 +18,7 @@ class EndToEnd(TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.site = yield start_site(reactor, Path(tempfile.mkdtemp(prefix="smbridge-e2e-")))
-        self.addCleanup(self.site.stop)
-        # Quiet queues: the test publishes its own events.
-        yield http_json(
-            reactor, "POST", f"{self.site.control_url}/api/traffic", {"callsPerSecond": 0}
-        )
+        self.site = yield start_quiet_site(self, reactor, "smbridge-e2e-")
 
     def _connect(self):
         return connect(reactor, f"tls://localhost:{self.site.client_port}", ca=self.site.pki.ca)

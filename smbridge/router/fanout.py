@@ -22,6 +22,13 @@ Reference counting: a topic is held while it has watchers, watchers waiting for
 its first snapshot, or a pin (the bridge's own use: cached directories, server
 parameters). Every way a watcher can leave goes through :meth:`unwatch`, which
 also cancels a watch still waiting for its snapshot.
+
+Grace: a user's own topic (``user:<id>``) whose last watcher leaves stays subscribed
+for :attr:`FanOut.grace` seconds (``--user-topic-grace``; 0: released at once), its
+copy kept current by the events, so a user who logs on again meanwhile is answered
+from the copy and costs the link no Unsubscribe + Subscribe pair. A watch within the
+grace cancels the release; a topic still waiting for its first snapshot is released
+at once.
 """
 
 from __future__ import annotations
@@ -37,11 +44,13 @@ from smbridge.codec import Frame, Kind, encode, encode_raw
 from smbridge.codec.catalog import LINK_SUBSCRIBE, LINK_UNSUBSCRIBE
 from smbridge.errors import ProtocolError
 from smbridge.router.visibility import filter_change, visible_entries
-from smbridge.topics import ItemSetState, TopicState
+from smbridge.topics import USER_PREFIX, ItemSetState, TopicState
 from smbridge.transports.batch import WriteBatcher
 from smbridge.transports.held import Run
 
 if TYPE_CHECKING:
+    from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
     from smbridge.upstream.connector import UpstreamConnector
 
 
@@ -70,7 +79,17 @@ ScopeOf = Callable[[Any], Hashable]  # watcher -> its visibility scope (None: se
 
 
 class Topic:
-    __slots__ = ("name", "sub", "state", "watchers", "waiting", "pinned", "scoped", "_runs")
+    __slots__ = (
+        "name",
+        "sub",
+        "state",
+        "watchers",
+        "waiting",
+        "pinned",
+        "scoped",
+        "expiry",
+        "_runs",
+    )
 
     def __init__(self, name: str, sub: int, scoped: bool) -> None:
         self.name = name
@@ -80,6 +99,7 @@ class Topic:
         self.waiting: list[tuple[Watcher | None, defer.Deferred[Snapshot]]] = []
         self.pinned = False  # held by the bridge itself
         self.scoped = scoped  # events filtered per watcher scope (directories)
+        self.expiry: IDelayedCall | None = None  # the end of its grace (nobody watching)
         self._runs: list[Callable[[bytes, list[bytes]], None]] | None = None
 
     def run_senders(self) -> list[Callable[[bytes, list[bytes]], None]]:
@@ -105,8 +125,13 @@ class FanOut:
         upstream: UpstreamConnector,
         scope_of: ScopeOf | None = None,
         batcher: WriteBatcher | None = None,
+        clock: IReactorTime | None = None,
     ) -> None:
         self.upstream = upstream
+        # Seconds a user's own topic stays subscribed after its last watcher left (0: none);
+        # the grace is timed on ``clock`` (the connector's, unless given).
+        self.grace = 0.0
+        self.clock: IReactorTime | None = clock or getattr(upstream, "clock", None)
         # Where runs of events are staged (the connections' batcher, by default the
         # link's); None: every event goes to its watchers at once.
         if batcher is None:
@@ -122,6 +147,10 @@ class FanOut:
         # Fires once the last re-subscription (after the link came back) is answered.
         self.resubscribed: defer.Deferred[None] = defer.succeed(None)
         upstream.on_up(self.resubscribe_all)
+        self._stopped = False  # the bridge is stopping: no more graces
+        on_stop = getattr(upstream, "on_stop", None)
+        if on_stop is not None:
+            on_stop(self.end_graces)
 
     # --- watching ----------------------------------------------------------------
     def watch(self, name: str, watcher: Watcher | None) -> defer.Deferred[Snapshot]:
@@ -133,6 +162,9 @@ class FanOut:
             topic = Topic(name, self._next_sub, scoped=name.startswith("directory:"))
             self.topics[name] = self._by_sub[topic.sub] = topic
             self._subscribe(topic)
+        elif topic.expiry is not None:  # watched again within its grace
+            topic.expiry.cancel()
+            topic.expiry = None
         if topic.state is None:
             d: defer.Deferred[Snapshot] = defer.Deferred()
             topic.waiting.append((watcher, d))
@@ -167,8 +199,8 @@ class FanOut:
         cancelled = [d for w, d in topic.waiting if w is watcher]
         if cancelled:
             topic.waiting = [(w, d) for w, d in topic.waiting if w is not watcher]
-        if topic.idle:
-            self._release(topic)
+        if topic.idle and topic.expiry is None:
+            self._idle(topic)
         for d in cancelled:
             d.errback(WatchCancelled(f"the watch of {name} was cancelled"))
         return found or bool(cancelled)
@@ -205,7 +237,7 @@ class FanOut:
             self._add(topic, watcher)
         for _, d in waiting:
             d.callback(state.snapshot())
-        self.log.info(
+        self.log.debug(
             "Subscribed to {topic} for {watchers} watcher(s)",
             topic=topic.name,
             watchers=len(topic.watchers),
@@ -227,13 +259,40 @@ class FanOut:
         for _, d in waiting:
             d.errback(failure)
 
+    def _idle(self, topic: Topic) -> None:
+        """Nobody holds ``topic``: release it, or for a user's topic start its grace."""
+        if (
+            self.grace > 0
+            and not self._stopped
+            and self.clock is not None
+            and topic.state is not None
+            and topic.name.startswith(USER_PREFIX)
+        ):
+            topic.expiry = self.clock.callLater(self.grace, self._expired, topic)
+        else:
+            self._release(topic)
+
+    def end_graces(self) -> None:
+        """The bridge stops: release every topic held only by its grace, grant no more."""
+        self._stopped = True
+        for topic in [t for t in self.topics.values() if t.expiry is not None]:
+            self._release(topic)
+
+    def _expired(self, topic: Topic) -> None:
+        topic.expiry = None
+        if topic.idle and self._by_sub.get(topic.sub) is topic:
+            self._release(topic)
+
     def _release(self, topic: Topic) -> None:
         self._forget(topic)
         if self.upstream.up:
             self.upstream.request(LINK_UNSUBSCRIBE, {"sub": topic.sub}).addErrback(lambda f: None)
-        self.log.info("Released {topic}", topic=topic.name, event="fanout.released")
+        self.log.debug("Released {topic}", topic=topic.name, event="fanout.released")
 
     def _forget(self, topic: Topic) -> None:
+        if topic.expiry is not None:
+            topic.expiry.cancel()
+            topic.expiry = None
         if self.topics.get(topic.name) is topic:
             del self.topics[topic.name]
         self._by_sub.pop(topic.sub, None)
@@ -278,21 +337,11 @@ class FanOut:
         if topic is None or not frames:
             return
         failed = 0
-        if len(frames) == 1:
-            raw = frames[0]
-            for watcher in topic.watchers:
-                try:
-                    watcher.send(raw)
-                except Exception:  # one watcher's failure is not the others' (nor the caller's)
-                    failed += 1
-                    if failed == 1:
-                        self.log.failure("Handing out a run failed", event="fanout.run_failed")
-            return
-        run = Run.of(frames)
+        run = Run.of(frames)  # a run of one event too: its watchers' cheapest path
         for send_run in topic.run_senders():
             try:
                 send_run(run, frames)
-            except Exception:
+            except Exception:  # one watcher's failure is not the others' (nor the caller's)
                 failed += 1
                 if failed == 1:
                     self.log.failure("Handing out a run failed", event="fanout.run_failed")

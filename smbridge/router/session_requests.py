@@ -216,8 +216,8 @@ class SessionRequests(RosterRequests):
         if session.peer is not conn:
             return  # already taken over by a resume on another connection
         session.linger(self.registry.linger)
-        if session.state is State.LINGERING:
-            self.log.info(
+        if session.state is State.LINGERING:  # debug: its created and ended lines are info
+            self.log.debug(
                 "Session {session_id} lingers for {linger}s after {remote} dropped",
                 session_id=session.id,
                 linger=self.registry.linger,

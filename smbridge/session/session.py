@@ -22,7 +22,7 @@ from smbridge.codec.frames import dump_json
 from smbridge.resources import Origin
 from smbridge.session.certificate import CertificateIdentity
 from smbridge.session.control import SessionControl
-from smbridge.session.replay import DEFAULT_REPLAY_BYTES, ReplayBuffer
+from smbridge.session.replay import DEFAULT_REPLAY_BYTES, ReplayBuffer, Run
 from smbridge.session.timer import SessionTimer, TimerQueue
 
 _NOTIFICATION = int(Kind.NOTIFICATION)
@@ -160,11 +160,11 @@ class Session:
         elif data[5] == _NOTIFICATION:
             self.replay.append(data)
 
-    def send_run(self, run: bytes, frames: list[bytes]) -> None:
+    def send_run(self, run: Run, frames: list[bytes]) -> None:
         """Like :meth:`send` for the fan-out's run: ``frames`` (notifications) joined in ``run``."""
         peer = self.peer
         if peer is None:
-            self.replay.append_all(frames, len(run))
+            self.replay.append_run(run)  # kept whole (session/replay.py)
             return
         try:
             send_run = peer.send_run  # type: ignore[attr-defined]

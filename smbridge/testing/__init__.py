@@ -7,8 +7,8 @@ One module per part; every public name is re-exported here, so
   (codec only: light to import on its own);
 - :mod:`~smbridge.testing.processes`: ``TwistdProcess``, ``OutputProcess``, ``free_port``,
   ``stop_process``, ``poll``;
-- :mod:`~smbridge.testing.site`: ``RunningSite``, ``start_site``, ``http_json`` (the
-  Notifier and the bridge are imported when a site starts, not here);
+- :mod:`~smbridge.testing.site`: ``RunningSite``, ``start_site``, ``start_quiet_site``,
+  ``http_json`` (the Notifier and the bridge are imported when a site starts, not here);
 - :mod:`~smbridge.testing.router`: ``RouterHarness``, ``ScriptedNotifier``,
   ``FakeNotifierEndpoint`` (imports the router, the connector and the link);
 - :mod:`~smbridge.testing.pair`: ``RunningPair``, ``start_pair``, ``SwitchoverWatcher``;
@@ -29,7 +29,7 @@ from smbridge.testing.processes import (
 )
 from smbridge.testing.recorder import Recorder
 from smbridge.testing.router import FakeNotifierEndpoint, RouterHarness, ScriptedNotifier
-from smbridge.testing.site import RunningSite, http_json, start_site
+from smbridge.testing.site import RunningSite, http_json, start_quiet_site, start_site
 
 __all__ = [
     "SAMPLE_REGISTRATION",
@@ -48,6 +48,7 @@ __all__ = [
     "http_json",
     "poll",
     "start_pair",
+    "start_quiet_site",
     "start_site",
     "stop_process",
 ]

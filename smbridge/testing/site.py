@@ -213,3 +213,15 @@ def http_json(
     response = yield treq.request(method, url, json=body, pool=pool, headers=headers)
     data = yield response.json()
     return response.code, data
+
+
+@defer.inlineCallbacks
+def start_quiet_site(test: Any, reactor: Any, prefix: str, **options: Any) -> Any:
+    """:func:`start_site` in a fresh temporary directory, stopped at ``test``'s cleanup,
+    with the Notifier's generated calls off (the test publishes its own events)."""
+    import tempfile
+
+    site = yield start_site(reactor, Path(tempfile.mkdtemp(prefix=prefix)), **options)
+    test.addCleanup(site.stop)
+    yield http_json(reactor, "POST", f"{site.control_url}/api/traffic", {"callsPerSecond": 0})
+    return site

@@ -9,11 +9,16 @@ from about 1 M to about 5 M deliveries per second.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Protocol
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol as TwistedProtocol
+
+from smbridge.session.replay import RunFrames
+
+Tally = dict[bytes, list[int]]  # frames and bytes written, by frame header (Sender.written)
 
 
 class Flushable(Protocol):
@@ -30,6 +35,11 @@ class WriteBatcher:
         # router/fanout.py): handed out before any other frame is queued for a
         # connection (``unstage``, called by every send path), and at the turn's end.
         self.staged: Callable[[], None] | None = None
+        # Fan-out runs written this turn, once per connection, by the figures they
+        # count in: counted at the turn's end once per run (``count_runs``), so that
+        # a connection writing many runs does it in one step.
+        self._written: dict[int, tuple[Tally, list[RunFrames]]] = {}
+        self._last: tuple[Tally, list[RunFrames]] | None = None  # the entry used last
 
     def stage(self, hand_out: Callable[[], None]) -> None:
         """``hand_out`` gives the staged frames to their connections: at the latest, this turn."""
@@ -51,6 +61,35 @@ class WriteBatcher:
             self._scheduled = True
             self._clock.callLater(0, self.flush_all)
 
+    def runs_written(self, written: Tally) -> list[RunFrames]:
+        """Where a connection lists the runs it wrote, to be counted in ``written``
+        (by frame header) at the end of this turn (``count_runs``)."""
+        last = self._last
+        if last is not None and last[0] is written:  # one sender, as in the bridge
+            return last[1]
+        entry = self._written.get(id(written))
+        if entry is None:
+            entry = self._written[id(written)] = (written, [])
+            if not self._scheduled:  # written outside a turn's flush: count at the next
+                self._scheduled = True
+                self._clock.callLater(0, self.flush_all)
+        self._last = entry
+        return entry[1]
+
+    def count_runs(self) -> None:
+        """Count the runs written since the last count: each run once, times its writes."""
+        pending, self._written = self._written, {}
+        self._last = None
+        for written, runs in pending.values():
+            counted = ((runs[0], 1),) if len(runs) == 1 else Counter(runs).items()
+            for run, times in counted:
+                for head, frames, size in run.tally:
+                    tally = written.get(head)
+                    if tally is None:
+                        tally = written[head] = [0, 0]
+                    tally[0] += frames * times
+                    tally[1] += size * times
+
     def flush_all(self) -> None:
         # What a flush marks (the sender releasing frames to connections) is flushed
         # in this same turn: loop until nothing is dirty.
@@ -59,6 +98,8 @@ class WriteBatcher:
             dirty, self._dirty = self._dirty, []
             for conn in dirty:
                 conn.flush()
+        if self._written:
+            self.count_runs()
         self._scheduled = False
 
 

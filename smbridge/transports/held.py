@@ -19,46 +19,26 @@ adds the frames in, the router and the close.
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Protocol
 
 from twisted.internet.interfaces import IDelayedCall
 
 from smbridge.codec import Kind
 from smbridge.sender.sender import Sender
+from smbridge.session.replay import Run as Run  # re-exported: the fan-out's runs
+from smbridge.session.replay import RunFrames
 from smbridge.session.session import Session
 from smbridge.transports.batch import BatchedProtocol
 from smbridge.transports.sockets import transport_backlog
 
 _NOTIFICATION = int(Kind.NOTIFICATION)
+_ONLY_RUNS = {Run}
+_KEPT = attrgetter("kept")
+_COUNT = attrgetter("count")
 MAX_UNREAD_SECONDS = 60.0  # a client paused this long is disconnected
 MAX_HELD_BYTES = 4 << 20  # bytes held for one client (any path) before it is dropped
 UNBOUNDED = 1 << 62  # a dropped connection's limit: it is counted no more
-
-
-class Run(bytes):
-    """Notifications for many clients at once, joined once (the fan-out's run of events).
-
-    The same object is queued for every watcher of a topic: ``frames`` are its
-    frames (all notifications), ``tally`` their count and bytes per frame header,
-    for the per-priority figures (``Sender.written``).
-    """
-
-    frames: list[bytes]
-    tally: list[tuple[bytes, int, int]]
-    largest: int  # the size of its largest frame (the safeguard lets small ones pass)
-
-    @classmethod
-    def of(cls, frames: list[bytes]) -> Run:
-        run = cls(b"".join(frames))
-        run.frames = frames
-        heads: dict[bytes, list[int]] = {}
-        for frame in frames:
-            tally = heads.setdefault(frame[5:10], [0, 0])
-            tally[0] += 1
-            tally[1] += len(frame)
-        run.tally = [(head, n, size) for head, (n, size) in heads.items()]
-        run.largest = max(map(len, frames))
-        return run
 
 
 def expand(out: list[bytes]) -> list[bytes]:
@@ -251,10 +231,35 @@ class HeldSendPath(BatchedProtocol):
         out = self._out
         if out and self.connected and not self._paused:
             self._out = []
-            self._room += self._account(out)
+            if len(out) == 1 and type(out[0]) is Run:  # the fan-out's usual turn: one run
+                kept = out[0].kept  # counted as _account would, in fewer steps
+                self.batcher.runs_written(self.sender.written).append(kept)
+                session = self.session
+                if session is not None:
+                    session.replay.append_run(out[0])
+                self.sent_bytes += kept.size
+                self.sent_frames += kept.count
+                self._room += kept.size
+            elif set(map(type, out)) == _ONLY_RUNS:  # runs held while paused
+                self._room += self._account_runs(out)
+            else:
+                self._room += self._account(out)
             self._write(out)
             if self._paused:  # the write filled the transport: count all it holds now
                 self._check_bound()
+
+    def _account_runs(self, out: list[bytes]) -> int:
+        """``_account`` for runs only (held while the client was paused), in bulk."""
+        kept: list[RunFrames] = list(map(_KEPT, out))
+        size: int = sum(map(len, out))
+        frames: int = sum(map(_COUNT, kept))
+        self.batcher.runs_written(self.sender.written).extend(kept)
+        session = self.session
+        if session is not None:
+            session.replay.add(kept, frames, size)  # type: ignore[arg-type]
+        self.sent_bytes += size
+        self.sent_frames += frames
+        return size
 
     def _account(self, out: list[bytes], number: bool = True) -> int:
         """Count what is written (by frame header, for the per-priority figures, and for
@@ -265,19 +270,20 @@ class HeldSendPath(BatchedProtocol):
         session = self.session
         replay = session.replay if session is not None and number else None
         size = count = numbered = 0
-        notes: list[bytes] = []  # the notifications, in order, numbered at once below
+        # The notifications, in order, numbered at once below: a run stays whole (one
+        # entry in the replay buffer, whatever its number of frames).
+        notes: list[bytes | RunFrames] = []
+        runs: list[RunFrames] | None = None
         for frame in out:
             n = len(frame)
             size += n
             if type(frame) is Run:
-                for head, frames, nbytes in frame.tally:
-                    tally = written.get(head)
-                    if tally is None:
-                        tally = written[head] = [0, 0]
-                    tally[0] += frames
-                    tally[1] += nbytes
-                count += len(frame.frames) - 1
-                notes += frame.frames
+                kept = frame.kept
+                if runs is None:
+                    runs = self.batcher.runs_written(written)
+                runs.append(kept)
+                count += kept.count - 1
+                notes.append(kept)
                 numbered += n
                 continue
             head = frame[5:10]
@@ -289,10 +295,11 @@ class HeldSendPath(BatchedProtocol):
             if frame[5] == _NOTIFICATION:
                 notes.append(frame)
                 numbered += n
+        count += len(out)
         if replay is not None and notes:
-            replay.append_all(notes, numbered)
+            replay.add(notes, count - len(out) + len(notes), numbered)
         self.sent_bytes += size
-        self.sent_frames += len(out) + count
+        self.sent_frames += count
         return size
 
     def _write(self, out: list[bytes]) -> None:

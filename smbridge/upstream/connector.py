@@ -128,6 +128,7 @@ class UpstreamConnector(Service):
         self.last_error: str | None = None  # why the link last dropped, until it is up again
         self.notification: Callable[[Frame], None] = lambda frame: None
         self._up_listeners: list[Callable[[], object]] = []
+        self._stop_listeners: list[Callable[[], object]] = []  # told first when stopping
         self._switchover_listeners: list[SwitchoverListener] = []
         self._waiting_up: list[defer.Deferred[None]] = []
         self._switching = False  # an up link dropped (or a backup refused us) since last up
@@ -158,6 +159,8 @@ class UpstreamConnector(Service):
     def stopService(self) -> defer.Deferred[None]:
         """Close the link; one that is not closed within ``STOP_GRACE`` seconds is aborted
         (a frozen Notifier does not delay the bridge's shutdown)."""
+        for listener in self._stop_listeners:
+            listener()
         super().stopService()  # type: ignore[no-untyped-call]
         d: defer.Deferred[None] = self._client.stopService()
         link = self._current
@@ -210,6 +213,10 @@ class UpstreamConnector(Service):
     def on_up(self, listener: Callable[[], object]) -> None:
         """Call ``listener()`` each time the link comes up registered."""
         self._up_listeners.append(listener)
+
+    def on_stop(self, listener: Callable[[], object]) -> None:
+        """Call ``listener()`` when the connector stops, before the link is closed."""
+        self._stop_listeners.append(listener)
 
     def on_switchover(self, listener: SwitchoverListener) -> None:
         """Call ``listener(phase, cic)``: "started" when an up link drops, "completed" when back."""
@@ -267,6 +274,12 @@ class UpstreamConnector(Service):
 
     # --- link callbacks -------------------------------------------------------------
     def link_made(self, link: UpstreamLink) -> None:
+        # Nagle off: the link's writes are batched once per turn already, and a
+        # notification (SessionOpened, SessionClosed) has no answer to carry the ACK, so
+        # the next request would wait for the Notifier's delayed ACK (up to 40 ms).
+        no_delay = getattr(link.transport, "setTcpNoDelay", None)
+        if no_delay is not None:
+            no_delay(True)
         self._current = link
         self._move(LinkState.REGISTERING)
         if self.before_register is not None:
