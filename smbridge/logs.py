@@ -21,7 +21,18 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from twisted.application.service import IServiceCollection, MultiService
-from twisted.logger import ILogObserver, LogEvent, Logger, formatEvent
+from twisted.internet import defer
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    LogEvent,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    LogPublisher,
+    formatEvent,
+    globalLogPublisher,
+)
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -160,18 +171,77 @@ def json_observer() -> JSONLinesObserver:
     return JSONLinesObserver(sys.stdout)
 
 
+# --log-level: the least severe events written (docs/operations.md, "Logs").
+LEVELS = {
+    "debug": LogLevel.debug,
+    "info": LogLevel.info,
+    "warn": LogLevel.warn,
+    "error": LogLevel.error,
+    "critical": LogLevel.critical,
+}
+
+
+def level_filter(observer: ILogObserver, level: str) -> ILogObserver:
+    """``observer`` seeing only events at ``level`` or more severe."""
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LEVELS[level])
+    return FilteringLogObserver(observer, [predicate])
+
+
+class LevelFiltering(MultiService):
+    """Wraps the bridge's service so twistd's text log holds ``level`` and above only.
+
+    twistd chooses its text observer (standard output, or ``--logfile``) itself and
+    does not filter by level. While this service runs, each observer of the log
+    publisher sees events through a level filter; they are given back unfiltered
+    when it stops, so nothing outside the running service changes.
+    """
+
+    def __init__(
+        self, service: Any, level: str = "info", publisher: LogPublisher = globalLogPublisher
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.level = level
+        self.publisher = publisher
+        self._filtered: list[tuple[Any, ILogObserver]] = []
+        service.setServiceParent(self)
+
+    def startService(self) -> None:
+        if self.level != "debug":
+            # LogPublisher names no public way to list its observers.
+            for observer in list(getattr(self.publisher, "_observers", ())):
+                filtered = level_filter(observer, self.level)
+                self.publisher.removeObserver(observer)
+                self.publisher.addObserver(filtered)
+                self._filtered.append((observer, filtered))
+        super().startService()  # type: ignore[no-untyped-call]
+
+    def stopService(self) -> Any:
+        done = defer.maybeDeferred(super().stopService)
+
+        def restore(result: Any) -> Any:
+            for observer, filtered in self._filtered:
+                self.publisher.removeObserver(filtered)
+                self.publisher.addObserver(observer)
+            self._filtered = []
+            return result
+
+        return done.addBoth(restore)
+
+
 class JSONLogging(MultiService):
     """Wraps the bridge's service so twistd logs as JSON (``--log-format json``).
 
     twistd adds the plugin's service to its application and only then starts
-    logging with the application's ``ILogObserver`` component, if any: this sets it.
+    logging with the application's ``ILogObserver`` component, if any: this sets it,
+    filtered at ``level``.
     """
 
     log = Logger()
 
-    def __init__(self, service: Any) -> None:
+    def __init__(self, service: Any, level: str = "info") -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.wrapped = service
+        self.level = level
         service.setServiceParent(self)
 
     def startService(self) -> None:
@@ -185,5 +255,5 @@ class JSONLogging(MultiService):
     def setServiceParent(self, parent: Any) -> None:
         set_component = getattr(parent, "setComponent", None)
         if callable(set_component):
-            set_component(ILogObserver, json_observer())
+            set_component(ILogObserver, level_filter(json_observer(), self.level))
         super().setServiceParent(IServiceCollection(parent, parent))  # type: ignore[no-untyped-call]

@@ -300,6 +300,12 @@ PARAMETERS: list[list[Any]] = [
     ["client-crl", None, None, "PEM: the client CA's CRL, re-read when the file changes"],
     ["config", None, None, "the bridge configuration file (YAML; docs/operations.md)"],
     ["log-format", None, "text", "log format: text or json (one JSON object per line)"],
+    [
+        "log-level",
+        None,
+        "info",
+        "the least severe events written: debug, info, warn, error or critical",
+    ],
     ["notifier-port", None, 5597, "--demo: the embedded Notifier's link port", port_number],
     ["control-port", None, 8090, "--demo: the embedded Notifier's control API port", port_number],
     [

@@ -153,6 +153,11 @@ class Options(usage.Options):
             raise usage.UsageError("--max-held-bytes must be 65536..1073741824")
         if self["log-format"] not in ("text", "json"):
             raise usage.UsageError("--log-format must be text or json")
+        if self["log-level"] not in ("debug", "info", "warn", "error", "critical"):
+            raise usage.UsageError(
+                "--log-level must be debug, info, warn, error or critical,"
+                f" not {self['log-level']!r}"
+            )
         if self["max-frame"] < 1024:
             raise usage.UsageError("--max-frame must be at least 1024 bytes")
         if not DEFAULT_MAX_FRAME <= self["link-max-frame"] <= 1 << 30:

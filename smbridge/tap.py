@@ -55,8 +55,10 @@ def makeService(options: Options) -> IService:
     if options["log-format"] == "json":
         from smbridge.logs import JSONLogging
 
-        return JSONLogging(service)
-    return service
+        return JSONLogging(service, options["log-level"])
+    from smbridge.logs import LevelFiltering
+
+    return LevelFiltering(service, options["log-level"])
 
 
 def _demo_config(options: Options, config: BridgeConfig) -> DemoConfig:
