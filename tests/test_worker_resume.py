@@ -106,6 +106,7 @@ class WorkerResume(TestCase):
         args += [f"--cert={f.bridge}", f"--client-cert={f.bridge_client}", f"--ca={f.ca}"]
         args += [f"--work-path={self.work / f'w{index}'}", f"--worker={index}/2"]
         args += [f"--run-dir={self.run_dir}", f"--max-unread-seconds={UNREAD}"]
+        args += ["--log-level=debug"]  # the tests read the lingering line, a debug one
         (self.work / f"w{index}").mkdir()
         process = TwistdProcess(self.work, args, log_name=f"worker-{index}.log")
         self.addCleanup(process.kill)
