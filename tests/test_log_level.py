@@ -13,12 +13,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.application.service import MultiService
 from twisted.logger import ILogObserver, Logger, LogPublisher
 
-from smbridge.logs import JSONLogging, LevelFiltering, level_filter
+from smbridge.logs import JSONLinesObserver, JSONLogging, LevelFiltering, level_filter
 from smbridge.options import Options
 
 
@@ -44,18 +45,22 @@ def test_level_filtering_wraps_the_running_observers_and_restores_them() -> None
     assert seen.events == ["before", "warn", "error", "after"]
 
 
-def test_json_logging_filters_its_own_observer() -> None:
+def test_json_logging_filters_its_own_observer(capsys: pytest.CaptureFixture[str]) -> None:
+    """--log-format json: the observer it gives twistd writes only events at the level."""
     out = io.StringIO()
-    observer = level_filter(__import__("smbridge.logs").logs.JSONLinesObserver(out), "info")
-    log = Logger(observer=observer)
+    log = Logger(observer=level_filter(JSONLinesObserver(out), "info"))
     log.debug("hidden", event="x.debug")
     log.info("shown", event="x.info")
     assert [json.loads(line)["event"] for line in out.getvalue().splitlines()] == ["x.info"]
+    components: dict[Any, Any] = {}
     application = MultiService()
-    components: dict = {}
-    application.setComponent = lambda iface, value: components.__setitem__(iface, value)  # type: ignore[attr-defined]
+    application.setComponent = components.__setitem__  # type: ignore[attr-defined]
     JSONLogging(MultiService(), "error").setServiceParent(application)
-    assert ILogObserver in components
+    log = Logger(observer=components[ILogObserver])
+    log.warn("below the level", event="x.warn")
+    log.error("at the level", event="x.error")
+    written = capsys.readouterr().out.splitlines()
+    assert [json.loads(line)["event"] for line in written] == ["x.error"]
 
 
 @pytest.mark.parametrize("value", ["loud", "INFOX", ""])
