@@ -68,6 +68,22 @@ def make_ca(
     return key, cert
 
 
+def _signed_by(
+    ca_cert: x509.Certificate, common_name: str, key: Key, now: datetime.datetime, days: int
+) -> x509.CertificateBuilder:
+    """A certificate for ``key`` named ``common_name``, issued by ``ca_cert``, valid from
+    five minutes before ``now`` for ``days``: what every issued certificate starts from."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+    )
+
+
 def issue_intermediate(
     ca_key: Key,
     ca_cert: x509.Certificate,
@@ -82,13 +98,7 @@ def issue_intermediate(
     key = ec.generate_private_key(ec.SECP256R1())
     now = not_before or _now()
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=days))
+        _signed_by(ca_cert, common_name, key, now, days)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(False, False, False, False, False, True, True, False, False),
@@ -126,13 +136,7 @@ def issue(
     sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
     sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
     builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=days))
+        _signed_by(ca_cert, common_name, key, now, days)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(
