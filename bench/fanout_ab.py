@@ -83,7 +83,7 @@ def main(reactor: Any, args: argparse.Namespace) -> Any:
         )  # fmt: skip
         wait_for_port(ref_port)
         notifier, new, old, ref = servers
-        load = (args.clients, args.cps, args.seconds)
+        load = (args.clients, args.events)
         rounds: dict[str, list[dict[str, Any]]] = {"new": [], "old": [], "reference": []}
         for _ in range(args.rounds):
             for name, server, port in (("new", new, new_port), ("old", old, old_port)):
@@ -120,6 +120,5 @@ if __name__ == "__main__":
     parser.add_argument("--old", required=True, help="the other tree (e.g. git archive HEAD)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=1000)
-    parser.add_argument("--cps", type=float, default=4000.0)
-    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--events", type=int, default=15000, help="the backlog published")
     task.react(main, [parser.parse_args()])

@@ -5,9 +5,10 @@ It takes the same stream the bridge takes: it registers on the Notifier's link
 plain TCP clients are connected, subscribes to ``--topic``; when they are all gone
 it unsubscribes. Every upstream read is split into frames; the topic's events are
 rewritten as the bridge writes them (request id 0, the same payload bytes), all the
-events of that read are joined, and each client gets ONE ``transport.write`` of
-them: coalesced, no sessions, no routing, no bounds, no accounting. What a bridge's
-fan-out is measured against (bench/fanout.py).
+events of the reactor turn are joined (one socket read is several TLS records, so
+several ``dataReceived``; the bridge's runs span the turn too), and each client gets
+ONE ``transport.write`` of them: coalesced, no sessions, no routing, no bounds, no
+accounting. What a bridge's fan-out is measured against (bench/fanout.py).
 
     python bench/minimal_fanout.py --port P --notifier-port N --pki DIR --clients 1000
 """
@@ -86,9 +87,7 @@ class Upstream(Protocol):
             pos = stop
         self.buf = buf[pos:]
         if out and self.fan.subscribed:
-            raw = b"".join(out)
-            for client in self.fan.clients:
-                client.transport.write(raw)  # type: ignore[union-attr]
+            self.fan.queue(out)
 
 
 class Fan:
@@ -98,6 +97,18 @@ class Fan:
         self.clients: list[Sink] = []
         self.upstream: Upstream | None = None
         self.subscribed = False
+        self.pending: list[bytes] = []
+
+    def queue(self, frames: list[bytes]) -> None:
+        """Keep this read's events for the turn's one write to every client."""
+        if not self.pending:
+            reactor.callLater(0, self.flush)  # type: ignore[attr-defined]
+        self.pending.extend(frames)
+
+    def flush(self) -> None:
+        raw, self.pending = b"".join(self.pending), []
+        for client in self.clients:
+            client.transport.write(raw)  # type: ignore[union-attr]
 
     def joined(self, client: Sink) -> None:
         self.clients.append(client)

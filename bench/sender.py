@@ -49,6 +49,7 @@ from twisted.internet.task import Clock  # noqa: E402
 
 from bench import fanout  # noqa: E402
 from bench.common import (  # noqa: E402
+    Counter,
     Server,
     bridge_args,
     free_port,
@@ -259,6 +260,34 @@ def stalled_run(reactor: Any, sessions: int, stalled: int, seconds: float) -> An
     }
 
 
+SAMPLE = 10  # clients that parse frames; the others count bytes (same stream)
+
+
+@defer.inlineCallbacks
+def _window(reactor: Any, counters: list[Counter], seconds: float, procs: list[Any]) -> Any:
+    sample = counters[:SAMPLE]
+    yield task.deferLater(reactor, 1.0, lambda: None)  # warm up
+    b0 = sum(x.bytes for x in counters)
+    sf0, sb0 = sum(x.frames for x in sample), sum(x.bytes for x in sample)
+    cpu0 = [p.cpu_seconds() for p in procs]
+    t0 = time.monotonic()
+    yield task.deferLater(reactor, seconds, lambda: None)
+    t1 = time.monotonic()
+    b1 = sum(x.bytes for x in counters)
+    sf1, sb1 = sum(x.frames for x in sample), sum(x.bytes for x in sample)
+    cpu1 = [p.cpu_seconds() for p in procs]
+    frames_per_byte = (sf1 - sf0) / max(1, sb1 - sb0)
+    rate = (b1 - b0) * frames_per_byte / (t1 - t0)
+    cpu = cpu1[0] - cpu0[0]
+    return {
+        "rate": rate,
+        "per_cpu_s": round(rate * (t1 - t0) / cpu) if cpu > 0 else None,
+        "frame_bytes": round(1 / frames_per_byte, 1) if frames_per_byte else None,
+        "cpu": [round(b - a, 2) for a, b in zip(cpu0, cpu1, strict=True)],
+        "seconds": round(t1 - t0, 2),
+    }
+
+
 @defer.inlineCallbacks
 def _bridge_phase(
     reactor: Any, control: str, counters: list[Any], seconds: float, procs: list[Any], **params: str
@@ -266,7 +295,7 @@ def _bridge_phase(
     """Set the limiter's parameters at the Notifier, settle, and measure one window."""
     response = yield treq.post(f"{control}/api/parameters", json=params)
     yield response.content()
-    result = yield fanout._window(reactor, counters, seconds, procs)
+    result = yield _window(reactor, counters, seconds, procs)
     frames = result["rate"] * result["seconds"]
     result["frames"] = round(frames)
     result["bytesPerSecond"] = round(result["rate"] * (result["frame_bytes"] or 0))
@@ -297,7 +326,7 @@ def bridge_cpu(reactor: Any, quick: bool) -> Any:
                 request(cat.CREATE_SESSION, {"user": f"agent{i % 50 + 1}", "password": "demo"}),
                 request(cat.WATCH_QUEUE, {"queue": "Sales"}, rid=2),
             ]
-            return fanout.Counter(script, count_frames=i < fanout.SAMPLE)
+            return Counter(script, count_frames=i < SAMPLE)
 
         counters = yield fanout._connect_all(reactor, b_port, make, clients)
         for counter in counters:

@@ -109,20 +109,21 @@ class Site:
 
 
 def test_one_read_of_events_is_one_run_per_watcher_in_order() -> None:
-    """Five events in one read: each watcher gets one run of them, written, counted, numbered."""
+    """Five events in two reads of a turn: each watcher gets one run, written, counted, numbered."""
     site = Site(staged=True)
     queued: list[list[bytes]] = [[] for _ in site.conns]
     for conn, out in zip(site.conns, queued, strict=True):
         conn.send_run = lambda run, out=out, send=conn.send_run: (out.append(run), send(run))
     before = [(conn.session.replay.count, conn.sent_frames) for conn in site.conns]
     frames = [site.event() for _ in range(5)]
-    site.h.notifier.link.dataReceived(b"".join(frames))
+    site.h.notifier.link.dataReceived(b"".join(frames[:2]))
+    site.h.notifier.link.dataReceived(b"".join(frames[2:]))  # the next read, same turn
+    assert queued == [[] for _ in site.conns]  # staged until the turn's end
+    assert [t.value() for t in site.transports] == [b""] * USERS
+    site.h.clock.advance(0)
     for out in queued:
         assert len(out) == 1 and type(out[0]) is Run
         assert out[0].frames == [to_client(f) for f in frames]
-    for t in site.transports:
-        assert t.value() == b""  # written at the turn's end
-    site.h.clock.advance(0)
     for conn, t, (count, sent) in zip(site.conns, site.transports, before, strict=True):
         assert t.value() == b"".join(map(to_client, frames))
         assert (conn.session.replay.count, conn.sent_frames) == (count + 5, sent + 5)

@@ -151,6 +151,34 @@ class ControlAPITests(ServiceCase):
         )
 
     @inlineCallbacks
+    def test_publish_repeat_sends_the_event_that_many_times(self) -> Any:
+        """``repeat`` publishes the event N times (a benchmark's backlog); 0 or too many: a 400."""
+        events: list[str] = []
+        fan_out = self.service.notifier._fan_out
+
+        def counted(topic: str, *rest: Any) -> int:
+            if topic == "queue:Billing":
+                events.append(rest[-1]["changed"][0]["id"])
+            return fan_out(topic, *rest)  # type: ignore[arg-type]
+
+        self.service.notifier._fan_out = counted  # type: ignore[method-assign]
+        body = {
+            "objectType": 173,
+            "eventId": 3,
+            "topic": "queue:Billing",
+            "payload": {"changed": [{"id": "x1", "state": "Offering"}]},
+            "repeat": 3,
+        }
+        code, answer = yield self.call("POST", "/api/publish", body)
+        self.assertEqual((code, answer, events), (200, {"delivered": 0, "events": 3}, ["x1"] * 3))
+        for bad in (0, 100_001, "3", True):
+            code, answer = yield self.call("POST", "/api/publish", {**body, "repeat": bad})
+            self.assertEqual(
+                (code, answer), (400, {"error": "repeat must be an integer in 1..100000"})
+            )
+        self.assertEqual(len(events), 3)
+
+    @inlineCallbacks
     def test_traffic_rate(self) -> Any:
         """POST /api/traffic sets the rate and answers the settings; a negative rate is a 400."""
         code, answer = yield self.call("POST", "/api/traffic", {"callsPerSecond": 2.5})

@@ -47,6 +47,9 @@ def _name(body: dict[str, Any]) -> str:
     return name
 
 
+MAX_REPEAT = 100_000  # events one POST /api/publish may send
+
+
 def _int(body: dict[str, Any], key: str, low: int, high: int) -> int:
     value = body.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -178,13 +181,21 @@ class ControlResource(Resource):
             raise HTTPError(400, "topic must be a string")
         if not isinstance(payload, dict):
             raise HTTPError(400, "payload must be a JSON object")
+        # ``repeat``: the same event N times in one go, a backlog on every subscriber's link
+        # (bench/fanout.py drains one); the answer says how many were sent.
+        repeat = _int(body, "repeat", 1, MAX_REPEAT) if "repeat" in body else 1
         try:
             delivered = self.notifier.publish(topic, object_type, event_id, payload)
+            for _ in range(repeat - 1):
+                self.notifier.publish(topic, object_type, event_id, payload)
         except NotFound as e:
             raise HTTPError(404, e.message) from e
         except BadRequest as e:
             raise HTTPError(400, e.message) from e
-        return {"delivered": delivered}
+        answer: dict[str, Any] = {"delivered": delivered}
+        if repeat > 1:
+            answer["events"] = repeat
+        return answer
 
     def post_traffic(self, body: dict[str, Any]) -> dict[str, Any]:
         """Change any of the traffic settings at once; a bad value changes none of them."""

@@ -13,10 +13,13 @@ Runs: consecutive events of one topic are staged on the write batcher and handed
 to each watcher as one joined piece (a :class:`~smbridge.transports.held.Run`),
 so a burst of N events costs each watcher one call, not N. The run is handed out
 before anything else can reach a client or change the watchers: before any other
-frame is queued for any connection (every send path calls ``unstage``), before an
-event of another topic, before a watch, an unwatch or a snapshot, and at the end
-of the turn; what a client receives, and in which order, is what it would have
-been event by event.
+frame is queued for any connection (every send path calls ``unstage``), before a
+connection's mode changes (paused, limited, guarded, dropped), before an event of
+another topic, before a watch, an unwatch or a snapshot, and at the end of the turn;
+what a client receives, and in which order, is what it would have been event by
+event. A run spans the turn, not one ``dataReceived``: one socket read of the link
+is several TLS records, each its own ``dataReceived``, and one run for all of them
+is a quarter of the calls per watcher (bench/fanout.py).
 
 Reference counting: a topic is held while it has watchers, watchers waiting for
 its first snapshot, or a pin (the bridge's own use: cached directories, server

@@ -43,7 +43,11 @@ class ScriptedNotifier:
         )
 
     def event(self, message: MessageType, sub: int, body: dict[str, Any]) -> None:
+        """One upstream read of one event, its run handed out as at the end of a turn
+        (the connections are not flushed: what they queued stays for the test to see)."""
         self.link.dataReceived(encode(Kind.NOTIFICATION, *message, sub, body))
+        if self.link.batcher.staged is not None:
+            self.link.batcher.unstage()
 
 
 @implementer(IStreamClientEndpoint)

@@ -10,7 +10,7 @@ from about 1 M to about 5 M deliveries per second.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from twisted.internet.interfaces import IReactorTime
@@ -81,7 +81,11 @@ class WriteBatcher:
         pending, self._written = self._written, {}
         self._last = None
         for written, runs in pending.values():
-            counted = ((runs[0], 1),) if len(runs) == 1 else Counter(runs).items()
+            first = runs[0]
+            if runs.count(first) == len(runs):  # the usual turn: one run, for every watcher
+                counted: Iterable[tuple[RunFrames, int]] = ((first, len(runs)),)
+            else:
+                counted = Counter(runs).items()
             for run, times in counted:
                 for head, frames, size in run.tally:
                     tally = written.get(head)

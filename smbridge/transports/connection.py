@@ -35,7 +35,7 @@ from smbridge.transports.batch import WriteBatcher
 from smbridge.transports.held import MAX_HELD_BYTES as MAX_HELD_BYTES  # re-exported
 from smbridge.transports.held import MAX_UNREAD_SECONDS as MAX_UNREAD_SECONDS
 from smbridge.transports.held import UNBOUNDED as UNBOUNDED
-from smbridge.transports.held import HeldSendPath
+from smbridge.transports.held import HeldSendPath, set_write_buffer
 from smbridge.transports.prelogon import LOGON, Deadline, PrelogonLimits
 from smbridge.transports.sockets import enable_keepalive as enable_keepalive  # re-exported
 
@@ -134,6 +134,7 @@ class ClientConnection(HeldSendPath):
         self.sender = self.factory.sender
         self.sender.attach(self)
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        set_write_buffer(self.transport, self.factory.max_held_bytes)
 
     def _drop(self, why: str) -> None:
         """The client stopped reading (or holds too much): abort the connection.

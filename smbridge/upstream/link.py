@@ -170,8 +170,6 @@ class UpstreamLink(BatchedProtocol):
         try:
             self._frames(events)
         finally:
-            if self.batcher.staged is not None:
-                self.batcher.unstage()  # the fan-out's run: this read's events (fanout.py)
             if data:
                 # Whatever comes in (a part of a frame too), the Notifier is alive: the
                 # wait restarts if requests are still out (a waiter that already timed
