@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import socket
 from typing import Any
 
 from twisted.internet.testing import StringTransport
@@ -183,23 +184,47 @@ def test_random_cycles_leave_no_subscription_buffer_timer_or_entry():
 
 
 def test_keepalive_is_set_on_the_tcp_layer_under_tls():
-    """enable_keepalive finds the TCP transport under wrapping layers and turns keepalive on."""
+    """enable_keepalive sets SO_KEEPALIVE and the timings on the socket under wrapping layers,
+    also under a TLS-like layer that forwards setTcpKeepAlive but whose handle is not the socket."""
 
     class Tcp:
-        def __init__(self) -> None:
-            self.keepalive = 0
+        def __init__(self, sock: socket.socket) -> None:
+            self.sock = sock
 
         def setTcpKeepAlive(self, on: int) -> None:
-            self.keepalive = on
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, on)
 
-        def getHandle(self) -> None:
-            return None
+        def getHandle(self) -> socket.socket:
+            return self.sock
 
     class Wrapper:
         def __init__(self, inner: Any) -> None:
             self.transport = inner
 
-    tcp = Tcp()
-    assert enable_keepalive(Wrapper(tcp)) and tcp.keepalive == 1
-    assert not enable_keepalive(Wrapper(Wrapper(Wrapper(Tcp()))))  # deeper than three layers
+    class TlsLike(Wrapper):  # TLSMemoryBIOProtocol: its handle is the OpenSSL connection
+        def getHandle(self) -> object:
+            return object()
+
+        def setTcpKeepAlive(self, on: int) -> None:
+            self.transport.setTcpKeepAlive(on)
+
+    def options(sock: socket.socket) -> tuple[int, ...]:
+        return (
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+        )
+
+    for wrap in (Wrapper, TlsLike):
+        server = socket.create_server(("127.0.0.1", 0))
+        client = socket.create_connection(server.getsockname())
+        accepted, _ = server.accept()
+        try:
+            assert enable_keepalive(Wrapper(wrap(Tcp(accepted))))
+            assert options(accepted) == (1, 60, 10, 6), wrap
+        finally:
+            for sock in (accepted, client, server):
+                sock.close()
+    assert not enable_keepalive(Wrapper(Wrapper(Wrapper(Tcp(socket.socket())))))  # too deep
     assert not enable_keepalive(StringTransport())

@@ -30,7 +30,7 @@ from smbridge.session.replay import Run as Run  # re-exported: the fan-out's run
 from smbridge.session.replay import RunFrames
 from smbridge.session.session import Session
 from smbridge.transports.batch import BatchedProtocol
-from smbridge.transports.sockets import transport_backlog
+from smbridge.transports.sockets import tcp_layer, transport_backlog
 
 _NOTIFICATION = int(Kind.NOTIFICATION)
 _ONLY_RUNS = {Run}
@@ -58,11 +58,13 @@ def set_write_buffer(transport: object, max_held_bytes: int) -> None:
     that size every run paused every client, and each pause cost an emptied buffer,
     a resume, a join of the held runs and two epoll changes, and sent in smaller
     pieces (bench/fanout.py: deliveries per CPU second rose by about 40 % at 256 KiB).
-    The bytes stay counted against ``--max-held-bytes`` (``transport_held``); a
-    transport without a Twisted buffer (the tunnel's) is left alone.
+    The bytes stay counted against ``--max-held-bytes`` (``transport_held``). Set on
+    the TCP layer (``tcp_layer``: under TLS, an attribute set on the TLS layer would
+    stay there); without one, nothing is changed.
     """
-    if hasattr(transport, "bufferSize"):
-        transport.bufferSize = write_buffer_bytes(max_held_bytes)
+    tcp = tcp_layer(transport)
+    if tcp is not None and hasattr(tcp, "bufferSize"):
+        tcp.bufferSize = write_buffer_bytes(max_held_bytes)
 
 
 def expand(out: list[bytes]) -> list[bytes]:

@@ -1,8 +1,10 @@
 """What a client connection asks of the transport under it, whatever its layers.
 
 ``transport_backlog`` counts the bytes a transport holds that the kernel has not
-taken (docs/sender.md); ``enable_keepalive`` turns TCP keepalive on under TLS or
-the tunnel (docs/lifecycle.md). Each looks through at most three layers.
+taken (docs/sender.md); ``tcp_layer`` finds the TCP transport under TLS or the
+tunnel, on which ``enable_keepalive`` turns TCP keepalive on (docs/lifecycle.md) and
+``held.set_write_buffer`` sets the write buffer. Each looks through at most three
+layers.
 """
 
 from __future__ import annotations
@@ -36,6 +38,29 @@ KEEPALIVE_INTERVAL = 10  # seconds between probes
 KEEPALIVE_COUNT = 6  # unanswered probes before the kernel drops the connection
 
 
+def tcp_layer(transport: object) -> object | None:
+    """The TCP transport under ``transport`` (TLS or the tunnel over it): the layer
+    whose ``getHandle()`` is the socket itself. None if there is none within three.
+
+    A TLS layer (Twisted's ``TLSMemoryBIOProtocol``) forwards unknown attributes to
+    the transport below it, so reading ``bufferSize`` or calling ``setTcpKeepAlive``
+    on it seems to work, but its ``getHandle()`` is the OpenSSL connection and an
+    attribute set on it stays on the wrapper: what concerns the socket is done on
+    this layer.
+    """
+    import socket
+
+    layer: object = transport
+    for _ in range(3):
+        if layer is None:
+            return None
+        get_handle = getattr(type(layer), "getHandle", None)  # the layer's own, not forwarded
+        if get_handle is not None and isinstance(get_handle(layer), socket.socket):
+            return layer
+        layer = getattr(layer, "transport", None)
+    return None
+
+
 def enable_keepalive(transport: object) -> bool:
     """Turn on TCP keepalive on the TCP transport under ``transport`` (TLS or not).
 
@@ -45,26 +70,20 @@ def enable_keepalive(transport: object) -> bool:
     """
     import socket
 
-    layer: object = transport
-    for _ in range(3):
-        if layer is None:
-            return False
-        set_keepalive = getattr(layer, "setTcpKeepAlive", None)
-        if callable(set_keepalive):
-            set_keepalive(1)
-            handle = getattr(layer, "getHandle", lambda: None)()
-            options = (
-                ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
-                ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
-                ("TCP_KEEPCNT", KEEPALIVE_COUNT),
-            )
-            for name, value in options:
-                option = getattr(socket, name, None)
-                if option is not None and isinstance(handle, socket.socket):
-                    try:
-                        handle.setsockopt(socket.IPPROTO_TCP, option, value)
-                    except OSError:
-                        pass
-            return True
-        layer = getattr(layer, "transport", None)
-    return False
+    tcp = tcp_layer(transport)
+    if tcp is None:
+        return False
+    tcp.setTcpKeepAlive(1)  # type: ignore[attr-defined]
+    handle = tcp.getHandle()  # type: ignore[attr-defined]
+    for name, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+        ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+    ):
+        option = getattr(socket, name, None)
+        if option is not None:
+            try:
+                handle.setsockopt(socket.IPPROTO_TCP, option, value)
+            except OSError:
+                pass
+    return True
