@@ -24,12 +24,13 @@ from twisted.application.service import IServiceCollection, MultiService
 from twisted.internet import defer
 from twisted.logger import (
     FilteringLogObserver,
+    ILogFilterPredicate,
     ILogObserver,
     LogEvent,
     Logger,
     LogLevel,
-    LogLevelFilterPredicate,
     LogPublisher,
+    PredicateResult,
     formatEvent,
     globalLogPublisher,
 )
@@ -181,10 +182,44 @@ LEVELS = {
 }
 
 
+@implementer(ILogFilterPredicate)
+class AtLeast:
+    """Lets through events at ``level`` or more severe, whatever their namespace.
+
+    What ``LogLevelFilterPredicate(defaultLogLevel=level)`` decides when no namespace
+    has a level of its own (none has here), without looking up the event's namespace
+    and each of its parents first: every event the bridge logs passes through it.
+    """
+
+    def __init__(self, level: LogLevel) -> None:
+        self.level = level
+
+    def __call__(self, event: LogEvent) -> PredicateResult:
+        answer: PredicateResult = (
+            PredicateResult.no if event["log_level"] < self.level else PredicateResult.maybe
+        )
+        return answer
+
+
 def level_filter(observer: ILogObserver, level: str) -> ILogObserver:
     """``observer`` seeing only events at ``level`` or more severe."""
-    predicate = LogLevelFilterPredicate(defaultLogLevel=LEVELS[level])
-    return FilteringLogObserver(observer, [predicate])
+    return FilteringLogObserver(observer, [AtLeast(LEVELS[level])])
+
+
+# The least severe level the running bridge's log writes, while LevelFiltering has
+# every observer of the global publisher behind its filter; None: not known.
+_least_written: LogLevel | None = None
+
+
+def written(level: LogLevel) -> bool:
+    """Whether an event at ``level`` may be written (False only when it surely is not).
+
+    For a frequent debug line: not emitting it saves the event's construction and its
+    trip to the filter. Outside ``twistd`` (tests, a publisher of their own) it is
+    always True.
+    """
+    least = _least_written
+    return least is None or level >= least
 
 
 class LevelFiltering(MultiService):
@@ -206,6 +241,7 @@ class LevelFiltering(MultiService):
         service.setServiceParent(self)
 
     def startService(self) -> None:
+        global _least_written
         if self.level != "debug":
             # LogPublisher names no public way to list its observers.
             for observer in list(getattr(self.publisher, "_observers", ())):
@@ -213,12 +249,17 @@ class LevelFiltering(MultiService):
                 self.publisher.removeObserver(observer)
                 self.publisher.addObserver(filtered)
                 self._filtered.append((observer, filtered))
+            if self.publisher is globalLogPublisher:
+                _least_written = LEVELS[self.level]
         super().startService()  # type: ignore[no-untyped-call]
 
     def stopService(self) -> Any:
         done = defer.maybeDeferred(super().stopService)
 
         def restore(result: Any) -> Any:
+            global _least_written
+            if self._filtered and self.publisher is globalLogPublisher:
+                _least_written = None
             for observer, filtered in self._filtered:
                 self.publisher.removeObserver(filtered)
                 self.publisher.addObserver(observer)

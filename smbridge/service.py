@@ -20,7 +20,6 @@ from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ServerEndpoint,
     TCP6ServerEndpoint,
-    wrapClientTLS,
 )
 from twisted.internet.interfaces import (
     IOpenSSLServerConnectionCreator,
@@ -59,6 +58,7 @@ from smbridge.tunnel.uris import TableEight
 from smbridge.upstream.addresses import PINNED, NotifierEndpoints
 from smbridge.upstream.connector import UpstreamConnector
 from smbridge.upstream.load import LoadMeter
+from smbridge.upstream.tls import wrap_client_tls
 from smbridge.workers.worker import WorkerService
 
 # The option that sets each listener's port, named when it cannot bind.
@@ -434,7 +434,7 @@ class _LazyTLSEndpoint:
                 )
             except Exception as e:
                 return defer.fail(e)
-            self._endpoint = wrapClientTLS(
+            self._endpoint = wrap_client_tls(
                 options, HostnameEndpoint(self._reactor, address.host, address.port, timeout=10)
             )
         return self._endpoint.connect(factory)

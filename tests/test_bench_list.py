@@ -8,9 +8,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # Not benchmarks of their own: the references the benchmarks start, the fuzzer
-# (`make fuzz`, tests/test_codec_fuzz.py) and the fan-out A/B tools (two trees;
-# fanout_paths runs quick in tests/test_replay_runs_bench.py).
-NOT_BENCHES = {"fuzz", "fanout_ab", "fanout_paths"}
+# (`make fuzz`, tests/test_codec_fuzz.py) and the fan-out and logon A/B tools (two
+# trees; fanout_paths runs quick in tests/test_replay_runs_bench.py).
+NOT_BENCHES = {"fuzz", "fanout_ab", "fanout_paths", "logon_ab"}
 
 
 def make_benches() -> list[str]:

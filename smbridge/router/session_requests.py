@@ -12,11 +12,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
+from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 
 from smbridge.codec import Frame, Kind, encode
 from smbridge.codec.catalog import DESTROY_SESSION, LINK_AUTHENTICATE, LINK_SESSION_CLOSED
 from smbridge.errors import BadRequest, ProtocolError
+from smbridge.logs import written
 from smbridge.roster.drain import migrate_frame, roster_for
 from smbridge.router.cert_logon import auth_kind, certificate_request
 from smbridge.router.fields import optional_text, text
@@ -216,7 +218,8 @@ class SessionRequests(RosterRequests):
         if session.peer is not conn:
             return  # already taken over by a resume on another connection
         session.linger(self.registry.linger)
-        if session.state is State.LINGERING:  # debug: its created and ended lines are info
+        # Debug (its created and ended lines are info), and only built when written.
+        if session.state is State.LINGERING and written(LogLevel.debug):
             self.log.debug(
                 "Session {session_id} lingers for {linger}s after {remote} dropped",
                 session_id=session.id,

@@ -54,6 +54,8 @@ class BridgeTenancy:
     def __init__(self, taken: Callable[[Session], Iterable[str]]) -> None:
         self._taken = taken  # the topics a session holds or waits for (Watches.taken)
         self.limits: dict[str, TenantLimits] = {}
+        # Per tenant: the wire form its limits were last read from, and what it gave.
+        self._read: dict[str, tuple[Any, TenantLimits]] = {}
         self._sessions: dict[str, Session] = {}
         self._tenant_of: dict[str, str] = {}
         self._watch_n: dict[str, int] = {}
@@ -77,10 +79,19 @@ class BridgeTenancy:
             return Ticket(DEFAULT_TENANT, None)
         name = str(t.get("name") or DEFAULT_TENANT)
         if "limits" in t:
-            self.limits[name] = TenantLimits.from_wire(t["limits"])
+            self.limits[name] = self._limits_from(name, t["limits"])
         self._rates.setdefault(name, RateWindow()).add(now)
         rid = t.get("reservation")
         return Ticket(name, rid if isinstance(rid, str) else None)
+
+    def _limits_from(self, name: str, wire: Any) -> TenantLimits:
+        """``TenantLimits.from_wire(wire)``, not read again while each logon sends the same."""
+        read = self._read.get(name)
+        if read is not None and read[0] == wire and self.limits.get(name) is read[1]:
+            return read[1]
+        limits = TenantLimits.from_wire(wire)
+        self._read[name] = (wire, limits)
+        return limits
 
     def opened(self, session: Session, ticket: Ticket) -> None:
         """The logon made ``session``: count it under its tenant."""

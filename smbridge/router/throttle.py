@@ -48,6 +48,7 @@ Pure: the clock is injected, nothing is logged here (the router logs, rate-limit
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import math
@@ -123,6 +124,9 @@ def name_key(name: str) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+# Parsed for each logon from the connection's host: kept for the hosts seen most
+# recently (bounded, pure), so a reconnect storm does not parse its few addresses again.
+@functools.lru_cache(maxsize=4096)
 def normalise_address(text: str) -> str:
     """An IP address as a key: IPv4 as is, IPv6 by its /64 (one site's prefix)."""
     try:
@@ -141,6 +145,7 @@ def _host(hostport: str) -> str:
     return host if sep and (port.isdigit() or not port) else hostport
 
 
+@functools.lru_cache(maxsize=256)
 def is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback

@@ -40,6 +40,7 @@ routing tables) for the default own subnets.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
@@ -57,6 +58,7 @@ DEFAULT_WINDOW = 3.0
 DEFAULT_GLOBAL_LIMIT = 2000  # untrusted connections per window from all sources together
 MAX_GLOBAL_LIMIT = 100_000  # bounds the per-source table (a few MB at most)
 IPV6_SOURCE_PREFIX = 64  # IPv6 peers count by their /64
+MAX_KNOWN_ADDRESSES = 4096  # addresses whose own-subnet check is kept (is_trusted)
 LOG_SOURCES_PER_WINDOW = 5  # first-refusal lines per window; the rest go in the summary
 LOG_SOURCES_REMEMBERED = 1024  # sources whose first refusal was logged, per episode
 
@@ -69,6 +71,9 @@ LOOPBACK: tuple[Network, ...] = (
 )
 
 
+# Each connection's peer is parsed (is_trusted, source_key): kept for the addresses seen
+# most recently, as reconnecting clients come from the same few (bounded, pure).
+@functools.lru_cache(maxsize=4096)
 def parse_address(text: str) -> Address | None:
     """One IP address (an IPv4-mapped IPv6 address as IPv4); None if ``text`` is not one."""
     try:
@@ -212,6 +217,7 @@ class ConnectionGuard:
         self.global_limit = global_limit
         self.counters = counters if counters is not None else Counters()
         self.trusted: frozenset[Address] = frozenset()
+        self._in_own: tuple[tuple[Network, ...], dict[Address, bool]] = (self.own_subnets, {})
         self._trusted_text: str | None = None
         self._admitted: deque[float] = deque()  # untrusted admissions within the window
         # Per source: its admissions within the window, ordered by its latest admission
@@ -252,7 +258,15 @@ class ConnectionGuard:
             return False  # not an IP peer (a UNIX socket...): the windows apply
         if address in self.trusted:
             return True
-        return any(address in net for net in self.own_subnets)
+        # Our subnets, checked once per address while they stay the same (a reconnect
+        # storm comes from a few addresses; bounded).
+        known = self._in_own
+        if known[0] is not self.own_subnets or len(known[1]) >= MAX_KNOWN_ADDRESSES:
+            known = self._in_own = (self.own_subnets, {})
+        inside = known[1].get(address)
+        if inside is None:
+            inside = known[1][address] = any(address in net for net in self.own_subnets)
+        return inside
 
     # --- the windows --------------------------------------------------------------
     def admit(self, host: str) -> bool:

@@ -27,9 +27,11 @@ from typing import Any
 
 from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IReactorTime
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
-from zope.interface import implementer
+from zope.interface import directlyProvides, implementer, providedBy
+from zope.interface.declarations import Implements
 
 from smbridge.transports.tickets import first_record, hello_key_name, issued_key_name
 
@@ -180,6 +182,31 @@ class _TicketRouting:
         super().dataReceived(hello)  # type: ignore[misc]
 
 
+# The interfaces a TLS protocol provides on top of its class's, by the class-level
+# declaration of the transport it wraps (one or two transport classes in a process).
+_PROVIDES: dict[tuple[type, Implements], Any] = {}
+
+
+def provide_like(protocol: object, transport: object) -> None:
+    """Make ``protocol`` provide what ``transport`` provides, as ``ProtocolWrapper`` does.
+
+    The same declaration as ``directlyProvides(protocol, providedBy(transport))``;
+    kept per (protocol class, transport class) so a connection does not build it
+    again (zope keeps such declarations only while an object holds them).
+    """
+    spec = providedBy(transport)
+    if type(spec) is not Implements:  # the transport declares its own: nothing to share
+        directlyProvides(protocol, spec)
+        return
+    key = (type(protocol), spec)
+    declaration = _PROVIDES.get(key)
+    if declaration is None:
+        directlyProvides(protocol, spec)
+        _PROVIDES[key] = protocol.__provides__  # type: ignore[attr-defined]
+        return
+    protocol.__provides__ = declaration  # type: ignore[attr-defined]
+
+
 class TicketTLSProtocol(_TicketRouting, TLSMemoryBIOProtocol):
     """The TLS layer of the client port and of wss.
 
@@ -190,6 +217,26 @@ class TicketTLSProtocol(_TicketRouting, TLSMemoryBIOProtocol):
 
     def __init__(self, factory: TLSMemoryBIOFactory, wrapped: Any) -> None:
         super().__init__(factory, wrapped)  # type: ignore[no-untyped-call]
+
+    def makeConnection(self, transport: Any) -> None:
+        """``TLSMemoryBIOProtocol.makeConnection`` without its per-interface declarations.
+
+        Twisted declares each of the transport's interfaces in turn (each replacing
+        the one before, nine zope declarations built per connection), then
+        ``ProtocolWrapper.makeConnection`` declares them all at once: only that last
+        one remains, and :func:`provide_like` makes it from a cache. The rest is
+        Twisted's sequence (a server's: the wrapped protocol is connected).
+        """
+        if not self._connectWrapped:  # startTLS's case: Twisted's own way
+            super().makeConnection(transport)  # type: ignore[no-untyped-call]
+            return
+        self._tlsConnection = self.factory._creatorCallable(self)
+        self._appSendBuffer = []
+        provide_like(self, transport)
+        Protocol.makeConnection(self, transport)
+        self.factory.registerProtocol(self)
+        self.wrappedProtocol.makeConnection(self)
+        self._checkHandshakeStatus()  # type: ignore[no-untyped-call]
 
 
 class TicketTLSFactory(TLSMemoryBIOFactory):

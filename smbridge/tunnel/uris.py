@@ -87,8 +87,16 @@ def _encode_keeping_escapes(text: str, safe: str) -> str:
     return "".join(p if i % 2 else quote(p, safe=safe) for i, p in enumerate(parts))
 
 
+MAX_MEMO = 64  # origins whose CreateSession resources are kept (tunnel origins vary)
+
+
 class TableEight:
-    """Table 8 URIs for tunnel sessions, direct URIs for the others."""
+    """Table 8 URIs for tunnel sessions, direct URIs for the others.
+
+    A logon's ``resources`` are kept per origin while the CIC name, the alias map and
+    the direct host stay the same (``ports`` are fixed when it is made), so a storm
+    of logons does not build the same URIs again.
+    """
 
     def __init__(
         self,
@@ -99,10 +107,12 @@ class TableEight:
         self._names = names
         self.direct_host = direct_host
         self.ports = {kind: k.port for kind, k in KINDS.items()} | dict(ports or {})
+        self._memo: dict[Origin, dict[str, Any]] = {}
+        self._memo_for: tuple[str | None, AliasMap | None, str] = (None, None, "")
 
-    def public_server(self, origin: Origin) -> str:
+    def public_server(self, origin: Origin, names: ServerNames | None = None) -> str:
         """The server segment of tunnel URIs: the CIC server's alias, else its name."""
-        names = self._names()
+        names = names or self._names()
         return (
             names.aliases.alias_of(names.cic)
             or names.cic
@@ -111,20 +121,21 @@ class TableEight:
             or self.direct_host
         )
 
-    def direct_server(self) -> str:
-        names = self._names()
+    def direct_server(self, names: ServerNames | None = None) -> str:
+        names = names or self._names()
         return (
             names.aliases.alias_of(names.cic)
             or names.aliases.alias_of(self.direct_host)
             or self.direct_host
         )
 
-    def roots(self, origin: Origin) -> dict[str, str]:
+    def roots(self, origin: Origin, names: ServerNames | None = None) -> dict[str, str]:
         """Every kind's root URI (ending in ``/``) for a session of this origin."""
+        names = names or self._names()
         if origin.base_uri is not None:
-            prefix = f"{origin.base_uri}/{encode_segment(self.public_server(origin))}"
+            prefix = f"{origin.base_uri}/{encode_segment(self.public_server(origin, names))}"
             return {kind: f"{prefix}/{kind}/" for kind in KINDS}
-        host = self.direct_server()
+        host = self.direct_server(names)
         host = f"[{host}]" if ":" in host else host
         return {
             kind: f"{'https' if k.secure else 'http'}://{host}:{self.ports[kind]}/"
@@ -133,9 +144,24 @@ class TableEight:
 
     # --- ResourceProvider ------------------------------------------------------------
     def for_session(self, origin: Origin) -> dict[str, Any]:
-        tunnel = origin.base_uri is not None
-        server = self.public_server(origin) if tunnel else self.direct_server()
-        return {"base": origin.base_uri, "server": server, **self.roots(origin)}
+        names = self._names()
+        memo_for = self._memo_for
+        if (
+            memo_for[0] != names.cic
+            or memo_for[1] is not names.aliases
+            or memo_for[2] != self.direct_host
+        ):
+            self._memo = {}
+            self._memo_for = (names.cic, names.aliases, self.direct_host)
+        found = self._memo.get(origin)
+        if found is None:
+            tunnel = origin.base_uri is not None
+            server = self.public_server(origin, names) if tunnel else self.direct_server(names)
+            found = {"base": origin.base_uri, "server": server, **self.roots(origin, names)}
+            if len(self._memo) >= MAX_MEMO:
+                self._memo = {}
+            self._memo[origin] = found
+        return dict(found)  # the caller's own copy
 
     def uri(self, origin: Origin, kind: str, path: str) -> str:
         if kind not in KINDS:
