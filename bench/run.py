@@ -7,8 +7,9 @@ Each figure beside the best simple program doing the same bytes, measured in the
 same run, rounds alternating so that drift on the machine hits both:
 
 - round trips: through the bridge versus straight to the Notifier;
-- fan-out at saturation: the bridge versus ``minimal_fanout.py`` (one coalesced
-  write per client per upstream read), deliveries per CPU second of each;
+- fan-out at saturation (a published backlog drained): the bridge versus
+  ``minimal_fanout.py`` (one coalesced write per client per reactor turn),
+  deliveries per CPU second of each;
 - heartbeats: the bridge versus ``minimal_responder.py`` (a bare responder),
   answers per CPU second of each.
 
