@@ -28,7 +28,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import BIN, Server, bridge_args, free_port, notifier_args, wait_for_port  # noqa: E402
+from bench.common import (  # noqa: E402
+    BIN,
+    Server,
+    bridge_args,
+    free_port,
+    notifier_args,
+    wait_for_port,
+    write_results,
+)
 from bench.reconnect import Visit, client_loop  # noqa: E402
 from smbridge import pki  # noqa: E402
 
@@ -148,8 +156,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "summary": summary,
         "ratios_by_round": ratios,
     }
-    out = ROOT / "bench" / "results" / "logon-ab.json"
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    out = write_results("logon-ab", results)
     print(json.dumps(summary))
     print(json.dumps(ratios))
     print(f"results: {out}")
