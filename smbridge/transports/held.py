@@ -120,8 +120,9 @@ class HeldSendPath(BatchedProtocol):
         cls._whole_runs = cls._write is HeldSendPath._write
 
     def _update_mode(self) -> None:
-        # A run staged before the change is handed out under the mode it was made in, as
-        # its events would have been queued one by one (router/fanout.py).
+        # A run staged before the change is handed out before the send path is swapped:
+        # its frames go where they would have gone had they been queued one by one as
+        # they came (router/fanout.py; tests/test_fanout_runs.py checks it).
         if self.batcher.staged is not None:
             self.batcher.unstage()
         if self.dropped:

@@ -71,10 +71,14 @@ def enable_keepalive(transport: object) -> bool:
     import socket
 
     tcp = tcp_layer(transport)
-    if tcp is None:
+    set_keepalive = getattr(tcp, "setTcpKeepAlive", None)
+    if tcp is None or not callable(set_keepalive):
         return False
-    tcp.setTcpKeepAlive(1)  # type: ignore[attr-defined]
     handle = tcp.getHandle()  # type: ignore[attr-defined]
+    try:
+        set_keepalive(1)
+    except OSError:  # not a TCP socket after all
+        return False
     for name, value in (
         ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
         ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
