@@ -4,7 +4,7 @@ A Twisted TLS server with the bridge's certificate and TLS settings (Mozilla
 intermediate, TLS 1.3, ECDSA P-256, session tickets on:
 ``pki.server_options(..., session_tickets=True)``, Twisted's own
 ``TLSMemoryBIOFactory``) that accepts, handshakes, reads one frame and answers it
-with one small response frame (the size of the bridge's CreateSession answer). What
+with one response frame (the size of the bridge's CreateSession answer). What
 a reconnect costs it is the price of the handshake alone, full or resumed.
 
     python bench/minimal_tls.py PORT CERT
@@ -26,7 +26,8 @@ from smbridge import pki  # noqa: E402
 from smbridge.codec import Kind, encode  # noqa: E402
 from smbridge.codec.frames import HEADER  # noqa: E402
 
-ANSWER = {"sessionId": "s" * 22, "resumeToken": "t" * 43, "pad": "p" * 120}
+# As large as the bridge's CreateSession answer (about 1,040 bytes of JSON).
+ANSWER = {"sessionId": "s" * 22, "resumeToken": "t" * 43, "pad": "p" * 950}
 
 
 class Answer(Protocol):

@@ -13,9 +13,15 @@ measured). Over the TLS listener and the wss port of one bridge, in the same run
 - ``logon`` / ``logon-resumed``: CreateSession after a full / a resumed handshake;
 - ``resume`` / ``resume-resumed``: ResumeSession likewise.
 
-The reference, in the same run, is ``minimal_tls.py``: raw Twisted TLS with the same
-certificate and settings, full and resumed handshakes, then the same CreateSession
-frame read and one small response frame written (no Notifier, no session).
+Two references, in the same run:
+
+- ``reference/handshake(-resumed)``: ``minimal_tls.py``, raw Twisted TLS with the same
+  certificate and settings, full and resumed handshakes, then the same CreateSession
+  frame read and a response frame of the bridge's answer's size written (no Notifier,
+  no session);
+- ``floor/logon``: ``minimal_logon.py``, the same plus one Notifier round trip
+  (``Authenticate``, then ``SessionClosed``/``SessionOpened``) on a TLS link to the same
+  Notifier: the least any program must do for a logon's bytes.
 Per case: bridge (or reference) CPU seconds over the case, per reconnect, and
 reconnects per CPU second; cases alternate over rounds and the median round is kept.
 CPU comes from /proc (10 ms ticks), so the figures that matter are the ratios of cases
@@ -58,6 +64,7 @@ FULL = {"reconnects": 400, "threads": 4, "rounds": 3}
 QUICK = {"reconnects": 40, "threads": 2, "rounds": 1}
 BRIDGE_CASES = ("logon", "logon-resumed", "resume", "resume-resumed")
 REFERENCE_CASES = ("handshake", "handshake-resumed")
+FLOOR_CASES = ("logon",)
 WS_PATH = "/extra/cic1/session"
 UPGRADE = (
     f"GET {WS_PATH} HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -214,17 +221,19 @@ def measure(
     }
 
 
-def wait_registered(control: str, deadline: float = 30.0) -> None:
-    end = time.monotonic() + deadline
+def wait_registered(control: str, deadline: float = 30.0, bridges: int = 1) -> None:
+    """Wait until ``bridges`` bridges (or logon floors) are registered and connected."""
+    end, state = time.monotonic() + deadline, []
     while time.monotonic() < end:
         try:
             with urllib.request.urlopen(f"{control}/api/state", timeout=2) as r:
-                if any(b.get("connected") for b in json.load(r).get("bridges", [])):
+                state = json.load(r).get("bridges", [])
+                if sum(bool(b.get("connected")) for b in state) >= bridges:
                     return
         except OSError:
             pass
         time.sleep(0.1)
-    raise TimeoutError("the bridge did not register with the Notifier")
+    raise TimeoutError(f"not {bridges} bridge(s) registered with the Notifier: {state}")
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -244,14 +253,20 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     )
     bridge = Server("bridge", bridge_cmd, work)
     ref = Server.script("minimal-tls", "minimal_tls.py", [str(ref_port), str(files.bridge)], work)
+    floor_port = free_port()
+    floor_args = [str(floor_port), str(files.bridge), str(n_port), str(files.ca)]
+    floor = Server.script(
+        "minimal-logon", "minimal_logon.py", [*floor_args, str(files.bridge_client)], work
+    )
     plan = [("tls", tls_port, False, bridge.proc.pid, case) for case in BRIDGE_CASES]
     plan += [("wss", wss_port, True, bridge.proc.pid, case) for case in BRIDGE_CASES]
     plan += [("reference", ref_port, False, ref.proc.pid, case) for case in REFERENCE_CASES]
+    plan += [("floor", floor_port, False, floor.proc.pid, case) for case in FLOOR_CASES]
     rounds: dict[str, list[dict[str, Any]]] = {f"{t}/{case}": [] for t, _, _, _, case in plan}
     try:
-        for port in (c_port, tls_port, wss_port, ref_port):
+        for port in (c_port, tls_port, wss_port, ref_port, floor_port):
             wait_for_port(port)
-        wait_registered(f"http://127.0.0.1:{c_port}")
+        wait_registered(f"http://127.0.0.1:{c_port}", bridges=2)
         for _ in range(p["rounds"]):
             for target, port, ws, pid, case in plan:
                 r = measure(target, port, ws, case, pid, p, ref_port)
@@ -263,6 +278,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                     flush=True,
                 )
     finally:
+        floor.stop()
         ref.stop()
         bridge.stop()
         notifier.stop()
@@ -298,6 +314,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     ratios["tls_logon_vs_raw_handshake"] = ratio(
         per_cpu("tls/logon"), per_cpu("reference/handshake")
     )
+    # The floor: what a logon's Notifier round trip costs any Twisted program.
+    ratios["logon_floor_vs_raw_handshake"] = ratio(
+        per_cpu("floor/logon"), per_cpu("reference/handshake")
+    )
+    ratios["tls_logon_vs_logon_floor"] = ratio(per_cpu("tls/logon"), per_cpu("floor/logon"))
     results = {
         "params": {k: v for k, v in p.items() if k != "ca"},
         "machine": platform.platform(),

@@ -37,6 +37,8 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from smbridge import log_text
+
 SECRET = re.compile(r"token|password|passwd|secret|authorization|cookie|private|credential", re.I)
 MASK = "[redacted]"
 _SCALARS = (str, int, float, bool, type(None))
@@ -227,8 +229,10 @@ class LevelFiltering(MultiService):
 
     twistd chooses its text observer (standard output, or ``--logfile``) itself and
     does not filter by level. While this service runs, each observer of the log
-    publisher sees events through a level filter; they are given back unfiltered
-    when it stops, so nothing outside the running service changes.
+    publisher sees events through a level filter, and twistd's text observer writes
+    its lines with ``smbridge.log_text``'s faster formatter (the same text, at any
+    level); they are given back unfiltered, with their own formatter, when it stops,
+    so nothing outside the running service changes.
     """
 
     def __init__(
@@ -238,13 +242,16 @@ class LevelFiltering(MultiService):
         self.level = level
         self.publisher = publisher
         self._filtered: list[tuple[Any, ILogObserver]] = []
+        self._formats: log_text.Swapped = []
         service.setServiceParent(self)
 
     def startService(self) -> None:
         global _least_written
+        # LogPublisher names no public way to list its observers.
+        observers = list(getattr(self.publisher, "_observers", ()))
+        self._formats = log_text.speed_up(observers)
         if self.level != "debug":
-            # LogPublisher names no public way to list its observers.
-            for observer in list(getattr(self.publisher, "_observers", ())):
+            for observer in observers:
                 filtered = level_filter(observer, self.level)
                 self.publisher.removeObserver(observer)
                 self.publisher.addObserver(filtered)
@@ -264,6 +271,8 @@ class LevelFiltering(MultiService):
                 self.publisher.removeObserver(filtered)
                 self.publisher.addObserver(observer)
             self._filtered = []
+            log_text.restore(self._formats)
+            self._formats = []
             return result
 
         return done.addBoth(restore)

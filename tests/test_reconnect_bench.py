@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_quick_reconnect_bench_writes_results() -> None:
-    """Every case reconnects without errors, and the resumed cases really resume."""
+    """Every case (the logon floor too) reconnects without errors; resumed cases really resume."""
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "reconnect.py"), "--quick"],
         capture_output=True,
@@ -27,7 +27,8 @@ def test_quick_reconnect_bench_writes_results() -> None:
     summary = results["summary"]
     cases = ("logon", "logon-resumed", "resume", "resume-resumed")
     expected = {f"{t}/{case}" for t in ("tls", "wss") for case in cases}
-    assert set(summary) == expected | {"reference/handshake", "reference/handshake-resumed"}
+    references = {"reference/handshake", "reference/handshake-resumed", "floor/logon"}
+    assert set(summary) == expected | references
     for key, row in summary.items():
         assert row["errors"] == 0 and row["reconnects"] > 0, (key, row["error_samples"])
         resumed = (
@@ -35,6 +36,9 @@ def test_quick_reconnect_bench_writes_results() -> None:
         )
         assert resumed, (key, row["resumed"])
         assert row["cpu"] >= 0, key
+    ratios = results["ratios"]
     assert {"wss_vs_tls_logon", "wss_vs_tls_logon_resumed", "tls_logon_resumption_gain"} <= set(
-        results["ratios"]
+        ratios
     )
+    # The floor logged on through the same Notifier (its answers are not errors).
+    assert ratios["logon_floor_vs_raw_handshake"] and ratios["tls_logon_vs_logon_floor"]

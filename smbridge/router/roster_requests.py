@@ -24,6 +24,8 @@ from smbridge.session.session import Session
 if TYPE_CHECKING:
     from smbridge.transports.connection import ClientConnection
 
+MEMO_LOCATIONS = 1024  # resolved rules kept (a site has far fewer locations)
+
 
 class RosterRequests(RouterState):
     """Accept or redirect, the roster, GetServers and GetResourceUri."""
@@ -82,13 +84,27 @@ class RosterRequests(RouterState):
         decision = self._decide(Resolved((), frozenset(), True))
         return decision.accept, decision.reason or self.accept_mode
 
+    # The selection rules read from the Notifier's value, and each location's resolved
+    # rule, kept while that value is the same object: a logon does not parse them again.
+    # The value is replaced whole (Register, RosterChanged), never changed in place.
+    _rules: tuple[object, dict[str | None, Resolved]] | None = None
+
     def user_rule(self, location: str | None) -> Resolved:
         """The resolved selection rule for a user in ``location`` (default rule if unreadable)."""
-        try:
-            rules = parse_rules(self.upstream.registered.get("selectionRule"))
-        except RuleError:
-            rules = parse_rules(None)
-        return rule_for_user(rules, location)
+        data = self.upstream.registered.get("selectionRule")
+        memo = self._rules
+        if memo is None or memo[0] is not data:
+            memo = self._rules = (data, {})
+        resolved = memo[1].get(location)
+        if resolved is None:
+            try:
+                rules = parse_rules(data)
+            except RuleError:
+                rules = parse_rules(None)
+            if len(memo[1]) >= MEMO_LOCATIONS:
+                memo[1].clear()
+            resolved = memo[1][location] = rule_for_user(rules, location)
+        return resolved
 
     def accept_decision(self, location: str | None) -> tuple[Decision, Resolved]:
         """Whether this bridge takes a new session of a user in ``location`` now."""
